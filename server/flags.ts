@@ -11,7 +11,7 @@ export interface FlagSpec {
   /** accepted form shown in errors, e.g. "HOST:PORT[,HOST:PORT...]" */
   form?: string;
   /** extra check after type conversion; return an error message or undefined */
-  check?: (value: never) => string | undefined;
+  check?: (value: unknown) => string | undefined;
   /** environment variable used when the flag is absent */
   env?: string;
 }
@@ -107,7 +107,7 @@ function convert(name: string, spec: FlagSpec, raw: string): ValueOf<FlagSpec> {
     default:
       value = raw;
   }
-  const problem = spec.check?.(value as never);
+  const problem = spec.check?.(value);
   if (problem) throw bad(problem);
   return value as ValueOf<FlagSpec>;
 }
@@ -173,7 +173,9 @@ export function parseFlags<T extends FlagTable>(
         throw new UsageError(`${(err as Error).message} (from environment variable ${spec.env})`);
       }
     } else {
-      out[name] = Array.isArray(spec.default) ? [...spec.default] : spec.default;
+      // Defaults written as text ("2s", "720h") go through the same conversion as a flag.
+      if (typeof spec.default === 'string' && spec.type !== 'string') out[name] = convert(name, spec, spec.default);
+      else out[name] = Array.isArray(spec.default) ? [...spec.default] : spec.default;
     }
   }
   return out as ParsedFlags<T>;
@@ -188,7 +190,18 @@ export function parseHostPort(text: string): { host: string; port: number } | un
   return { host: m[1] ?? m[2]!, port };
 }
 
-export function checkHostPortList(list: string[]): string | undefined {
-  const badEntry = list.find((e) => !parseHostPort(e));
-  return badEntry === undefined ? undefined : `malformed entry ${JSON.stringify(badEntry)}`;
-}
+/** Checks for FlagSpec.check. */
+export const checks = {
+  atLeast:
+    (min: number) =>
+    (v: unknown): string | undefined =>
+      typeof v === 'number' && v >= min ? undefined : `must be at least ${min}`,
+  oneOf:
+    (values: readonly string[]) =>
+    (v: unknown): string | undefined =>
+      typeof v === 'string' && values.includes(v) ? undefined : `must be one of ${values.join(', ')}`,
+  hostPortList: (v: unknown): string | undefined => {
+    const badEntry = (v as string[]).find((e) => !parseHostPort(e));
+    return badEntry === undefined ? undefined : `malformed entry ${JSON.stringify(badEntry)}`;
+  },
+};

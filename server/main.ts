@@ -1,0 +1,75 @@
+#!/usr/bin/env node
+// The `kubearmor-relay` binary: the relay itself, or one of its tools as a subcommand.
+import { parseRelayFlags } from './config.js';
+import { HelpRequested, UsageError } from './flags.js';
+import { createLogger } from './logger.js';
+import { Relay } from './relay.js';
+import { StdoutExporter } from './stdout.js';
+import { PlaintextTransport } from './transport.js';
+
+type Subcommand = (argv: string[]) => Promise<number>;
+
+const SUBCOMMANDS: Record<string, () => Promise<Subcommand>> = {};
+
+async function runRelay(argv: string[]): Promise<number> {
+  const flags = parseRelayFlags(argv);
+  const stdoutKinds = StdoutExporter.kindsFromEnv(process.env);
+  const logger = createLogger(flags.logLevel, stdoutKinds.length > 0);
+  const relay = new Relay({
+    listenAddress: flags.listenAddress,
+    grpcPort: flags.gRPCPort,
+    httpPort: flags.httpPort,
+    nodes: flags.nodes,
+    queue: { maxEvents: flags.clientQueueSize, maxBytes: flags.clientQueueBytes },
+    stallMs: flags.stallTimeout,
+    transport: new PlaintextTransport(),
+    logger,
+    stdoutKinds,
+  });
+  await relay.start();
+  return new Promise<number>((resolve) => {
+    const stop = (signal: NodeJS.Signals) => {
+      logger.info({ signal }, 'shutting down');
+      // Exit within 5 s whatever happens; close() itself cuts streams after 3 s.
+      setTimeout(() => resolve(0), 4500).unref();
+      relay.close().then(
+        () => resolve(0),
+        (err: Error) => {
+          logger.error({ err }, 'error during shutdown');
+          resolve(0);
+        },
+      );
+    };
+    process.once('SIGTERM', stop);
+    process.once('SIGINT', stop);
+  });
+}
+
+async function main(argv: string[]): Promise<number> {
+  const [first, ...rest] = argv;
+  const load = first !== undefined ? SUBCOMMANDS[first] : undefined;
+  try {
+    if (load) return await (await load())(rest);
+    return await runRelay(argv);
+  } catch (err) {
+    if (err instanceof HelpRequested) {
+      process.stdout.write(`${err.text}\n`);
+      return 0;
+    }
+    if (err instanceof UsageError) {
+      process.stderr.write(`kubearmor-relay: ${err.message}\n`);
+      return 2;
+    }
+    process.stderr.write(`kubearmor-relay: ${(err as Error).message}\n`);
+    return 1;
+  }
+}
+
+process.on('uncaughtException', (err) => {
+  process.stderr.write(`kubearmor-relay: unexpected error: ${err.stack ?? err.message}\n`);
+  process.exit(1);
+});
+
+const code = await main(process.argv.slice(2));
+// Let pino and stdout flush before leaving.
+setImmediate(() => process.exit(code));

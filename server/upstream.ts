@@ -1,0 +1,176 @@
+// One node daemon: HealthCheck, then the three watch streams, their bytes into the hub,
+// and a redial with backoff whenever the node goes away or ends a stream.
+//
+// Each session gets a fresh grpc Client (with its own subchannel pool) so that every
+// dial uses the transport's current credentials and our backoff, not grpc-js's hidden
+// channel-level reconnect timer (which grows to 120 s).
+import { randomInt } from 'node:crypto';
+import * as grpc from '@grpc/grpc-js';
+import { Backoff, type BackoffOptions } from './backoff.js';
+import type { Hub } from './hub.js';
+import { KINDS, methodPath, type Kind, type KindSpec } from './kinds.js';
+import type { Logger } from './logger.js';
+import type { RelayMetrics, Tally } from './metrics.js';
+import { decodeReply, encodeNonce, encodeRequest } from './proto.js';
+import { parseHostPort } from './flags.js';
+import type { Transport } from './transport.js';
+
+/** Rewrites an event on its way through (remote-host enrichment of logs); identity by default. */
+export type EventTransform = (kind: Kind, bytes: Buffer) => Buffer;
+
+export interface UpstreamOptions {
+  transport: Transport;
+  hub: Hub;
+  metrics: RelayMetrics;
+  logger: Logger;
+  backoff: BackoffOptions;
+  healthTimeoutMs: number;
+  /** a session that lasted this long resets the backoff */
+  stableAfterMs: number;
+  transform?: EventTransform;
+}
+
+const identity = (b: Buffer): Buffer => b;
+
+// grpc-go node daemons send GOAWAY too_many_pings to clients pinging more often than every
+// 5 minutes; dead nodes are noticed through stream errors, the daemons' own pings and TCP
+// keepalive instead.
+const NODE_KEEPALIVE_MS = 10 * 60 * 1000;
+
+export class Upstream {
+  private readonly backoff: Backoff;
+  private readonly log: Logger;
+  private readonly host: string;
+  private readonly received: Record<Kind, Tally>;
+  private client: grpc.Client | undefined;
+  private streams = new Map<Kind, grpc.ClientReadableStream<Buffer>>();
+  private retryTimer: NodeJS.Timeout | undefined;
+  private connectedAt = 0;
+  private closed = false;
+  private session = 0;
+  private readonly unlistenFlow: (() => void)[] = [];
+
+  constructor(
+    readonly address: string,
+    private readonly opts: UpstreamOptions,
+  ) {
+    const hp = parseHostPort(address);
+    if (!hp) throw new Error(`invalid node address ${JSON.stringify(address)}: expected HOST:PORT`);
+    this.host = hp.host;
+    this.backoff = new Backoff(opts.backoff);
+    this.log = opts.logger.child({ node: address });
+    this.received = Object.fromEntries(KINDS.map((k) => [k.kind, opts.metrics.received.tally({ kind: k.kind, node: address })])) as Record<Kind, Tally>;
+    for (const spec of KINDS) {
+      this.unlistenFlow.push(opts.hub.channels[spec.kind].onFlow((paused) => this.setPaused(spec.kind, paused)));
+    }
+    opts.metrics.upstreamConnected.set({ node: address }, 0);
+  }
+
+  start(): void {
+    void this.connect();
+  }
+
+  close(): void {
+    if (this.closed) return;
+    this.closed = true;
+    clearTimeout(this.retryTimer);
+    for (const off of this.unlistenFlow) off();
+    this.teardown();
+    this.opts.metrics.upstreamConnected.remove({ node: this.address });
+  }
+
+  private async connect(): Promise<void> {
+    if (this.closed) return;
+    const session = ++this.session;
+    const { transport } = this.opts;
+    const client = new grpc.Client(this.address, transport.channelCredentials(this.host), {
+      ...transport.channelOptions?.(this.host),
+      'grpc.use_local_subchannel_pool': 1,
+      'grpc.keepalive_time_ms': NODE_KEEPALIVE_MS,
+      'grpc.keepalive_permit_without_calls': 0,
+      'grpc.max_receive_message_length': 16 * 1024 * 1024,
+      'grpc.enable_retries': 0,
+    });
+    this.client = client;
+    try {
+      await this.healthCheck(client);
+    } catch (err) {
+      this.lost(session, `health check failed: ${(err as Error).message}`);
+      return;
+    }
+    if (session !== this.session || this.closed) return;
+    this.connectedAt = Date.now();
+    this.opts.metrics.upstreamConnected.set({ node: this.address }, 1);
+    this.log.info({ transport: transport.name }, 'node connected');
+    for (const spec of KINDS) this.watch(session, client, spec);
+  }
+
+  private healthCheck(client: grpc.Client): Promise<void> {
+    const nonce = randomInt(0, 2 ** 31 - 1);
+    return new Promise((resolve, reject) => {
+      client.makeUnaryRequest(
+        '/feeder.LogService/HealthCheck',
+        identity,
+        identity,
+        encodeNonce(nonce),
+        new grpc.Metadata(),
+        { deadline: Date.now() + this.opts.healthTimeoutMs },
+        (err, reply) => {
+          if (err) return reject(new Error(err.details || err.message));
+          const retval = decodeReply(reply!);
+          if (retval !== nonce) return reject(new Error(`HealthCheck answered ${retval}, expected nonce ${nonce}`));
+          resolve();
+        },
+      );
+    });
+  }
+
+  private watch(session: number, client: grpc.Client, spec: KindSpec): void {
+    const stream = client.makeServerStreamRequest(methodPath(spec), identity, identity, encodeRequest(spec.upstreamFilter), new grpc.Metadata(), {});
+    this.streams.set(spec.kind, stream);
+    const channel = this.opts.hub.channels[spec.kind];
+    const tally = this.received[spec.kind];
+    const transform = this.opts.transform;
+    stream.on('data', (bytes: Buffer) => {
+      tally.n++;
+      channel.publish(transform ? transform(spec.kind, bytes) : bytes);
+    });
+    if (channel.paused) stream.pause();
+    // 'error' carries the non-OK status; 'status' always comes last, OK or not.
+    stream.on('error', () => {});
+    stream.on('status', (status: grpc.StatusObject) => {
+      const why = status.code === grpc.status.OK ? `${spec.method} stream ended by the node` : `${spec.method} stream failed: ${grpc.status[status.code]} ${status.details}`;
+      this.lost(session, why);
+    });
+  }
+
+  private setPaused(kind: Kind, paused: boolean): void {
+    const stream = this.streams.get(kind);
+    if (paused) stream?.pause();
+    else stream?.resume();
+  }
+
+  /** The session ended (node gone, stream ended, health check failed): redial later. */
+  private lost(session: number, reason: string): void {
+    if (session !== this.session || this.closed) return;
+    this.session++; // later callbacks of this session are stale
+    const wasConnected = this.connectedAt > 0;
+    if (wasConnected && Date.now() - this.connectedAt >= this.opts.stableAfterMs) this.backoff.reset();
+    this.connectedAt = 0;
+    this.teardown();
+    this.opts.metrics.upstreamConnected.set({ node: this.address }, 0);
+    const delay = this.backoff.next();
+    if (wasConnected) this.log.warn({ reason, retryInMs: delay }, 'node lost');
+    else this.log.warn({ reason, retryInMs: delay }, 'node unreachable');
+    this.retryTimer = setTimeout(() => void this.connect(), delay);
+    this.retryTimer.unref();
+  }
+
+  private teardown(): void {
+    const streams = [...this.streams.values()];
+    this.streams.clear();
+    for (const s of streams) s.cancel();
+    this.client?.close();
+    this.client = undefined;
+  }
+}

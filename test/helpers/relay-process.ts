@@ -1,0 +1,144 @@
+// Starts the relay the way a user does: `node dist/server/main.js <flags>` in its own
+// process, on loopback, with ports chosen by the kernel and read back from its logs.
+import { spawn, type ChildProcess } from 'node:child_process';
+import { once } from 'node:events';
+import { fileURLToPath } from 'node:url';
+import { createInterface } from 'node:readline';
+
+export const MAIN = fileURLToPath(new URL('../../dist/server/main.js', import.meta.url));
+
+export interface LogLine {
+  level: number;
+  msg: string;
+  [key: string]: unknown;
+}
+
+export interface RelayProcess {
+  proc: ChildProcess;
+  grpcPort: number;
+  httpPort: number;
+  target: string;
+  logs: LogLine[];
+  stdoutLines: string[];
+  /** resolves with the first log line (past or future) matching; rejects after timeoutMs */
+  waitForLog(match: (l: LogLine) => boolean, timeoutMs?: number): Promise<LogLine>;
+  metrics(): Promise<string>;
+  /** sends the signal and resolves with the exit code */
+  stop(signal?: NodeJS.Signals): Promise<number | null>;
+}
+
+export interface StartOptions {
+  args?: string[];
+  env?: NodeJS.ProcessEnv;
+  /** where pino writes: 'stdout' (default) or 'stderr' when stdout export is on */
+  logStream?: 'stdout' | 'stderr';
+}
+
+export async function startRelayProcess(opts: StartOptions = {}): Promise<RelayProcess> {
+  const args = ['--listenAddress=127.0.0.1', '--gRPCPort=0', '--httpPort=0', '--logLevel=debug', ...(opts.args ?? [])];
+  const proc = spawn(process.execPath, [MAIN, ...args], {
+    env: { ...process.env, KUBEARMOR_SERVICE: '', ...opts.env },
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
+  const logs: LogLine[] = [];
+  const stdoutLines: string[] = [];
+  const waiters = new Set<{ match: (l: LogLine) => boolean; resolve: (l: LogLine) => void }>();
+  const onLog = (line: string) => {
+    let parsed: LogLine;
+    try {
+      parsed = JSON.parse(line) as LogLine;
+    } catch {
+      return;
+    }
+    if (typeof parsed.msg !== 'string') return;
+    logs.push(parsed);
+    for (const w of waiters) {
+      if (w.match(parsed)) {
+        waiters.delete(w);
+        w.resolve(parsed);
+      }
+    }
+  };
+  const logStream = opts.logStream ?? 'stdout';
+  createInterface({ input: proc.stdout! }).on('line', (line) => {
+    if (logStream === 'stdout') onLog(line);
+    else stdoutLines.push(line);
+  });
+  const stderrText: string[] = [];
+  createInterface({ input: proc.stderr! }).on('line', (line) => {
+    stderrText.push(line);
+    if (logStream === 'stderr') onLog(line);
+  });
+  const exited = once(proc, 'exit') as Promise<[number | null, NodeJS.Signals | null]>;
+
+  const waitForLog = (match: (l: LogLine) => boolean, timeoutMs = 10_000): Promise<LogLine> => {
+    const past = logs.find(match);
+    if (past) return Promise.resolve(past);
+    return new Promise((resolve, reject) => {
+      const w = { match, resolve: (l: LogLine) => (clearTimeout(timer), resolve(l)) };
+      const timer = setTimeout(() => {
+        waiters.delete(w);
+        reject(new Error(`relay did not log the expected line within ${timeoutMs} ms; stderr: ${stderrText.join('\n')}; last logs: ${logs.slice(-5).map((l) => JSON.stringify(l)).join('\n')}`));
+      }, timeoutMs);
+      waiters.add(w);
+    });
+  };
+
+  const started = await Promise.race([
+    waitForLog((l) => l.msg === 'relay serving feeder.LogService', 15_000),
+    exited.then(([code]) => {
+      throw new Error(`relay exited with ${code} before serving: ${stderrText.join('\n')}`);
+    }),
+  ]);
+  const httpLine = logs.find((l) => l.msg === 'serving /metrics, /healthz and /readyz');
+  const grpcPort = Number(started.port);
+  const httpPort = Number(httpLine?.port ?? 0);
+  return {
+    proc,
+    grpcPort,
+    httpPort,
+    target: `127.0.0.1:${grpcPort}`,
+    logs,
+    stdoutLines,
+    waitForLog,
+    metrics: async () => {
+      const res = await fetch(`http://127.0.0.1:${httpPort}/metrics`);
+      return res.text();
+    },
+    stop: async (signal: NodeJS.Signals = 'SIGTERM') => {
+      if (proc.exitCode !== null) return proc.exitCode;
+      proc.kill(signal);
+      const [code] = await exited;
+      return code;
+    },
+  };
+}
+
+/** The value of one series in Prometheus text format, or undefined when absent. */
+export function metricValue(text: string, name: string, labels: Record<string, string> = {}): number | undefined {
+  for (const line of text.split('\n')) {
+    if (!line.startsWith(name)) continue;
+    const m = /^([a-zA-Z_:][\w:]*)(?:\{([^}]*)\})?\s+(\S+)/.exec(line);
+    if (!m || m[1] !== name) continue;
+    const got: Record<string, string> = {};
+    for (const pair of (m[2] ?? '').matchAll(/(\w+)="((?:[^"\\]|\\.)*)"/g)) got[pair[1]!] = pair[2]!;
+    if (Object.entries(labels).every(([k, v]) => got[k] === v)) return Number(m[3]);
+  }
+  return undefined;
+}
+
+/** Waits for a condition that other processes make true; polls gently, for tests only. */
+export async function eventually<T>(check: () => Promise<T | undefined | false> | T | undefined | false, timeoutMs = 10_000, what = 'condition'): Promise<T> {
+  const deadline = Date.now() + timeoutMs;
+  let last: unknown;
+  for (;;) {
+    try {
+      const v = await check();
+      if (v !== undefined && v !== false) return v;
+    } catch (err) {
+      last = err;
+    }
+    if (Date.now() > deadline) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}${last ? `: ${String(last)}` : ''}`);
+    await new Promise((r) => setTimeout(r, 100));
+  }
+}
