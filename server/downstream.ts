@@ -5,9 +5,9 @@ import * as grpc from '@grpc/grpc-js';
 import type { Hub } from './hub.js';
 import { KINDS, methodPath, type KindSpec } from './kinds.js';
 import type { Logger } from './logger.js';
-import { decodeNonce, decodeReply, decodeRequest, encodeNonce, encodeReply, encodeRequest } from './proto.js';
+import { decodeNonce, decodeReply, decodeRequest, encodeReply } from './proto.js';
 
-type WatchCall = grpc.ServerWritableStream<string, Buffer>;
+type WatchCall = grpc.ServerWritableStream<Buffer, Buffer>;
 
 const identity = (b: Buffer): Buffer => b;
 
@@ -21,27 +21,29 @@ export class LogService {
 
   /** Adds feeder.LogService to a grpc Server. */
   addTo(server: grpc.Server): void {
-    const healthCheck: grpc.MethodDefinition<number, number> = {
+    // Requests are decoded in the handlers, not by the deserializer: grpc-js takes a falsy
+    // deserialized request (filter "", nonce 0) for a missing one and fails the call.
+    const healthCheck: grpc.MethodDefinition<Buffer, number> = {
       path: '/feeder.LogService/HealthCheck',
       requestStream: false,
       responseStream: false,
-      requestSerialize: encodeNonce,
-      requestDeserialize: decodeNonce,
+      requestSerialize: identity,
+      requestDeserialize: identity,
       responseSerialize: encodeReply,
       responseDeserialize: decodeReply,
     };
     // grpc-js types a service definition as one request/response pair; ours mixes them.
     const definition: Record<string, grpc.MethodDefinition<any, any>> = { HealthCheck: healthCheck };
     const handlers: grpc.UntypedServiceImplementation = {
-      HealthCheck: (call: grpc.ServerUnaryCall<number, number>, callback: grpc.sendUnaryData<number>) => callback(null, call.request),
+      HealthCheck: (call: grpc.ServerUnaryCall<Buffer, number>, callback: grpc.sendUnaryData<number>) => callback(null, decodeNonce(call.request)),
     };
     for (const spec of KINDS) {
       definition[spec.method] = {
         path: methodPath(spec),
         requestStream: false,
         responseStream: true,
-        requestSerialize: encodeRequest,
-        requestDeserialize: decodeRequest,
+        requestSerialize: identity,
+        requestDeserialize: identity,
         responseSerialize: identity,
         responseDeserialize: identity,
       };
@@ -56,7 +58,7 @@ export class LogService {
   }
 
   private watch(spec: KindSpec, call: WatchCall): void {
-    const filter = call.request;
+    const filter = decodeRequest(call.request);
     if (spec.acceptedFilters && !spec.acceptedFilters.includes(filter)) {
       call.emit('error', {
         code: grpc.status.INVALID_ARGUMENT,

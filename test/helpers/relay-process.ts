@@ -35,7 +35,8 @@ export interface StartOptions {
 }
 
 export async function startRelayProcess(opts: StartOptions = {}): Promise<RelayProcess> {
-  const args = ['--listenAddress=127.0.0.1', '--gRPCPort=0', '--httpPort=0', '--logLevel=debug', ...(opts.args ?? [])];
+  // --httpPort=0 would disable the listener, so a free port is chosen for it.
+  const args = ['--listenAddress=127.0.0.1', '--gRPCPort=0', `--httpPort=${await freePort()}`, '--logLevel=debug', ...(opts.args ?? [])];
   const proc = spawn(process.execPath, [MAIN, ...args], {
     env: { ...process.env, KUBEARMOR_SERVICE: '', ...opts.env },
     stdio: ['ignore', 'pipe', 'pipe'],
@@ -141,4 +142,14 @@ export async function eventually<T>(check: () => Promise<T | undefined | false> 
     if (Date.now() > deadline) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}${last ? `: ${String(last)}` : ''}`);
     await new Promise((r) => setTimeout(r, 100));
   }
+}
+
+/** A port that was free a moment ago on 127.0.0.1 (for a daemon started after its dialer). */
+export async function freePort(): Promise<number> {
+  const { createServer } = await import('node:net');
+  const srv = createServer();
+  await new Promise<void>((resolve) => srv.listen(0, '127.0.0.1', resolve));
+  const { port } = srv.address() as { port: number };
+  await new Promise((resolve) => srv.close(resolve));
+  return port;
 }
