@@ -1,6 +1,7 @@
 // Go `flag`-style command-line parsing, shared by the relay and every subcommand so they
 // accept the spellings the KubeArmor Helm chart and users type: `-f=v`, `--f=v`,
 // `-f v`, `--f v`, and a bare `--f` for booleans (which, as in Go, take a value only after `=`).
+import { isIP } from 'node:net';
 
 export type FlagType = 'string' | 'int' | 'bool' | 'port' | 'list' | 'duration';
 
@@ -26,7 +27,8 @@ type ValueOf<S extends FlagSpec> = S['type'] extends 'bool'
       ? string[]
       : string;
 
-export type ParsedFlags<T extends FlagTable> = { [K in keyof T]: ValueOf<T[K]> } & { _: string[] };
+/** `_` holds positional arguments; `_set` the flags given explicitly (not from defaults). */
+export type ParsedFlags<T extends FlagTable> = { [K in keyof T]: ValueOf<T[K]> } & { _: string[]; _set: ReadonlySet<string> };
 
 /** A usage error: the caller prints `message` (one line) and exits with code 2. */
 export class UsageError extends Error {
@@ -133,8 +135,8 @@ export function parseFlags<T extends FlagTable>(
   help: { command: string; summary: string },
   env: NodeJS.ProcessEnv = process.env,
 ): ParsedFlags<T> {
-  const out: Record<string, unknown> = { _: [] as string[] };
   const seen = new Set<string>();
+  const out: Record<string, unknown> = { _: [] as string[], _set: seen };
   for (let i = 0; i < argv.length; i++) {
     const arg = argv[i]!;
     if (arg === '--') {
@@ -169,6 +171,7 @@ export function parseFlags<T extends FlagTable>(
     if (fromEnv !== undefined && fromEnv !== '') {
       try {
         out[name] = convert(name, spec, fromEnv);
+        seen.add(name);
       } catch (err) {
         throw new UsageError(`${(err as Error).message} (from environment variable ${spec.env})`);
       }
@@ -200,6 +203,10 @@ export const checks = {
     (values: readonly string[]) =>
     (v: unknown): string | undefined =>
       typeof v === 'string' && values.includes(v) ? undefined : `must be one of ${values.join(', ')}`,
+  ipList: (v: unknown): string | undefined => {
+    const bad = (v as string[]).find((e) => isIP(e) === 0);
+    return bad === undefined ? undefined : `not an IP address: ${JSON.stringify(bad)}`;
+  },
   hostPortList: (v: unknown): string | undefined => {
     const badEntry = (v as string[]).find((e) => !parseHostPort(e));
     return badEntry === undefined ? undefined : `malformed entry ${JSON.stringify(badEntry)}`;

@@ -3,36 +3,27 @@
 import { parseRelayFlags } from './config.js';
 import { HelpRequested, UsageError } from './flags.js';
 import { createLogger } from './logger.js';
-import { Relay } from './relay.js';
+import { startApp } from './app.js';
 import { StdoutExporter } from './stdout.js';
-import { PlaintextTransport } from './transport.js';
 
 type Subcommand = (argv: string[]) => Promise<number>;
 
-const SUBCOMMANDS: Record<string, () => Promise<Subcommand>> = {};
+const SUBCOMMANDS: Record<string, () => Promise<Subcommand>> = {
+  'fake-node': async () => (await import('../scripts/fake-node.js')).runFakeNode,
+  logs: async () => (await import('../scripts/logs.js')).runLogs,
+  certs: async () => (await import('../certs/cli.js')).runCerts as Subcommand,
+};
 
 async function runRelay(argv: string[]): Promise<number> {
   const flags = parseRelayFlags(argv);
-  const stdoutKinds = StdoutExporter.kindsFromEnv(process.env);
-  const logger = createLogger(flags.logLevel, stdoutKinds.length > 0);
-  const relay = new Relay({
-    listenAddress: flags.listenAddress,
-    grpcPort: flags.gRPCPort,
-    httpPort: flags.httpPort,
-    nodes: flags.nodes,
-    queue: { maxEvents: flags.clientQueueSize, maxBytes: flags.clientQueueBytes },
-    stallMs: flags.stallTimeout,
-    transport: new PlaintextTransport(),
-    logger,
-    stdoutKinds,
-  });
-  await relay.start();
+  const logger = createLogger(flags.logLevel, StdoutExporter.kindsFromEnv(process.env).length > 0);
+  const app = await startApp(flags, process.env, logger);
   return new Promise<number>((resolve) => {
     const stop = (signal: NodeJS.Signals) => {
       logger.info({ signal }, 'shutting down');
       // Exit within 5 s whatever happens; close() itself cuts streams after 3 s.
       setTimeout(() => resolve(0), 4500).unref();
-      relay.close().then(
+      app.close().then(
         () => resolve(0),
         (err: Error) => {
           logger.error({ err }, 'error during shutdown');

@@ -28,6 +28,8 @@ export interface RelayOptions {
   backoff?: BackoffOptions;
   metrics?: RelayMetrics;
   transform?: EventTransform;
+  /** another source (discovery) adds nodes later: no warning for an empty static list */
+  expectMoreNodes?: boolean;
 }
 
 /** How long a graceful close may take before streams are cut. */
@@ -101,7 +103,7 @@ export class Relay {
     this.health.setStatus('feeder.LogService', 'SERVING');
     this.ready = true;
     opts.logger.info({ port: this.listening.port, transport: opts.transport.name, nodes: opts.nodes.length }, 'relay serving feeder.LogService');
-    if (opts.nodes.length === 0) opts.logger.warn('no node daemons configured yet (--nodes or KUBEARMOR_SERVICE)');
+    if (opts.nodes.length === 0 && !opts.expectMoreNodes) opts.logger.warn('no node daemons configured yet (--nodes or KUBEARMOR_SERVICE)');
     this.upstreams.setTargets('static', opts.nodes);
   }
 

@@ -1,0 +1,91 @@
+// From parsed flags to a running relay: picks the transport (plaintext or mutual TLS from
+// the certificate manager), node sources (static list, Kubernetes discovery) and the
+// remote-host enrichment, and owns their shutdown order.
+import { openMutualTls } from './tls.js';
+import type { CertManager } from '../certs/manager.js';
+import type { RelayFlags } from './config.js';
+import { IpNameMap, startDiscovery, type Discovery } from './discovery.js';
+import { enrichLog } from './enrich.js';
+import type { Logger } from './logger.js';
+import { createMetrics } from './metrics.js';
+import { Relay } from './relay.js';
+import { StdoutExporter } from './stdout.js';
+import { PlaintextTransport, type Transport } from './transport.js';
+import type { EventTransform } from './upstream.js';
+
+export interface App {
+  relay: Relay;
+  close(): Promise<void>;
+}
+
+export async function startApp(flags: RelayFlags, env: NodeJS.ProcessEnv, logger: Logger): Promise<App> {
+  const metrics = createMetrics();
+  let manager: CertManager | undefined;
+  let transport: Transport = new PlaintextTransport();
+  if (flags.tlsEnabled) {
+    const tls = await openMutualTls({
+      provider: flags.tlsCertProvider as 'external' | 'self',
+      dir: flags.tlsCertPath,
+      validityMs: flags.certValidity,
+      namespace: flags.namespace,
+      extraDnsNames: flags.extraDnsNames,
+      extraIpAddresses: flags.extraIpAddresses,
+      podIp: env.POD_IP || undefined,
+      serverName: flags.tlsServerName || undefined,
+      logger: logger.child({ component: 'certs' }),
+      registry: metrics.registry,
+    });
+    manager = tls.manager;
+    transport = tls.transport;
+  }
+
+  const inCluster = Boolean(env.KUBERNETES_SERVICE_HOST);
+  const discoveryOn = flags._set.has('discovery') ? flags.discovery : inCluster || flags.kubeconfig !== '';
+  const enrichOn = flags._set.has('enrichRemoteHost') ? flags.enrichRemoteHost : discoveryOn;
+  if (enrichOn && !discoveryOn) logger.warn('--enrichRemoteHost needs Kubernetes discovery (pod and service IPs); enrichment stays off');
+  const ipNames = enrichOn && discoveryOn ? new IpNameMap() : undefined;
+  const transform: EventTransform | undefined = ipNames ? (kind, bytes) => (kind === 'log' ? enrichLog(bytes, ipNames.lookup) : bytes) : undefined;
+
+  const relay = new Relay({
+    listenAddress: flags.listenAddress,
+    grpcPort: flags.gRPCPort,
+    httpPort: flags.httpPort,
+    nodes: flags.nodes,
+    queue: { maxEvents: flags.clientQueueSize, maxBytes: flags.clientQueueBytes },
+    stallMs: flags.stallTimeout,
+    transport,
+    logger,
+    stdoutKinds: StdoutExporter.kindsFromEnv(env),
+    metrics,
+    transform,
+    expectMoreNodes: discoveryOn,
+  });
+  try {
+    await relay.start();
+  } catch (err) {
+    manager?.close();
+    throw err;
+  }
+
+  let discovery: Discovery | undefined;
+  if (discoveryOn) {
+    discovery = startDiscovery({
+      kubeconfig: flags.kubeconfig || undefined,
+      namespace: flags.discoveryNamespace || undefined,
+      labelSelector: flags.discoveryLabelSelector,
+      port: flags.gRPCPort || 32767,
+      logger: logger.child({ component: 'discovery' }),
+      ipNames,
+      onTargets: (targets) => relay.upstreams.setTargets('kubernetes', targets),
+    });
+  }
+
+  return {
+    relay,
+    close: async () => {
+      discovery?.stop();
+      await relay.close();
+      manager?.close();
+    },
+  };
+}
