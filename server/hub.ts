@@ -52,7 +52,11 @@ export class Subscriber {
   private bytes = 0;
   private writable = true;
   private closed = false;
-  /** full since the last time the queue drained to half (hysteresis avoids flapping) */
+  /**
+   * Past the high-water mark (3/4 of either bound) and not yet drained back to half. The
+   * gap between the mark and the hard bound absorbs what is already in flight from the
+   * nodes when reads pause, so a consumer that keeps reading loses nothing.
+   */
   full = false;
   stalled = false;
   dropped = 0;
@@ -92,7 +96,7 @@ export class Subscriber {
     this.ring[(this.head + this.count) % this.ring.length] = bytes;
     this.count++;
     this.bytes += bytes.length;
-    if (!this.full && this.count >= this.limits.maxEvents) this.setFull(true);
+    if (!this.full && (this.count * 4 >= this.limits.maxEvents * 3 || this.bytes * 4 >= this.limits.maxBytes * 3)) this.setFull(true);
     return true;
   }
 
@@ -115,7 +119,7 @@ export class Subscriber {
       this.writable = this.writer.write(bytes);
       this.channel.sentTally.n++;
     }
-    if (this.full && this.count <= this.limits.maxEvents / 2 && this.bytes <= this.limits.maxBytes / 2) this.setFull(false);
+    if (this.full && this.count * 2 <= this.limits.maxEvents && this.bytes * 2 <= this.limits.maxBytes) this.setFull(false);
   }
 
   private setFull(full: boolean): void {
