@@ -94,7 +94,7 @@ export async function runDemo(argv: string[]): Promise<number> {
     let consumerTransport: Transport = new PlaintextTransport();
     const tlsArgs: string[] = [];
     if (!flags.insecure) {
-      const silentIo = { out: () => {}, err: (t: string) => process.stderr.write(`${t}\n`) };
+      const silentIo = { out: () => {}, err: (t: string) => process.stderr.write(t.endsWith('\n') ? t : `${t}\n`) };
       if ((await runCerts(['init', '--out', dir], silentIo)) !== 0) throw new Error('could not create the demo CA');
       const node = await openMutualTls({ provider: 'external', dir, roles: ['server'], logger: quiet });
       const consumer = await openMutualTls({ provider: 'external', dir, roles: ['client'], logger: quiet });

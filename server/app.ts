@@ -32,7 +32,7 @@ export async function startApp(flags: RelayFlags, env: NodeJS.ProcessEnv, logger
       extraIpAddresses: flags.extraIpAddresses,
       podIp: env.POD_IP || undefined,
       serverName: flags.tlsServerName || undefined,
-      logger: logger.child({ component: 'certs' }),
+      logger,
       registry: metrics.registry,
     });
     manager = tls.manager;

@@ -54,6 +54,9 @@ export type HandshakeFailureReason =
 
 const MIN_VERSION: tls.SecureVersion = 'TLSv1.2';
 const ALPN = ['h2'];
+/** a peer that stalls mid-handshake is dropped after this long, on either side */
+const HANDSHAKE_TIMEOUT_MS = 15_000;
+const REPEAT_LOG_INTERVAL_MS = 60_000;
 
 type SecureConnector = ReturnType<grpc.ChannelCredentials['_createSecureConnector']>;
 type SecureConnectResult = Awaited<ReturnType<SecureConnector['connect']>>;
@@ -98,6 +101,9 @@ export class MutualTlsTransport implements Transport {
   readonly name: string;
   private readonly log: Logger;
   private readonly failures: Counter<'side' | 'reason'>;
+  /** one client SecureContext per material generation, instead of parsing the key at every dial */
+  private readonly clientContexts = new WeakMap<TlsMaterial, tls.SecureContext>();
+  private readonly recentRefusals = new Map<string, { at: number; quiet: number }>();
 
   constructor(
     private readonly source: TlsMaterialSource,
@@ -115,6 +121,7 @@ export class MutualTlsTransport implements Transport {
       // the chain is checked in 'secureConnection' by certs/verify.ts (see top of file)
       rejectUnauthorized: false,
       ALPNProtocols: ALPN,
+      handshakeTimeout: HANDSHAKE_TIMEOUT_MS,
     });
     const injector = server.createConnectionInjector(grpc.ServerCredentials.createInsecure());
     const onChange = (material: TlsMaterial): void => {
@@ -184,10 +191,31 @@ export class MutualTlsTransport implements Transport {
   private refused(side: 'server' | 'client', reason: HandshakeFailureReason, detail: string, address: string | undefined, port: number | undefined): void {
     this.failures.inc({ side, reason });
     const peer = formatHostPort(address ?? '?', port ?? 0);
-    const fields = { side, peer, reason, detail };
     // resets and timeouts are what port scanners and TCP probes produce: keep them quiet
-    if (reason === 'reset' || reason === 'timeout' || reason === 'closed') this.log.debug(fields, 'TLS handshake failed');
-    else this.log.warn(fields, side === 'server' ? 'TLS connection refused' : 'TLS dial refused');
+    if (reason === 'reset' || reason === 'timeout' || reason === 'closed') {
+      this.log.debug({ side, peer, reason, detail }, 'TLS handshake failed');
+      return;
+    }
+    const suppressed = this.repeats(`${side}|${address}|${reason}|${detail}`);
+    if (suppressed === undefined) return;
+    this.log.warn({ side, peer, reason, detail, ...(suppressed > 0 ? { suppressed } : {}) }, side === 'server' ? 'TLS connection refused' : 'TLS dial refused');
+  }
+
+  /**
+   * A refused peer redials with backoff, failing the same way each time: the same failure
+   * from the same address is logged at most once a minute (the counter sees every one).
+   * Returns undefined to stay quiet, or how many were kept quiet since the last line.
+   */
+  private repeats(key: string): number | undefined {
+    const now = Date.now();
+    const seen = this.recentRefusals.get(key);
+    if (seen && now - seen.at < REPEAT_LOG_INTERVAL_MS) {
+      seen.quiet++;
+      return undefined;
+    }
+    if (this.recentRefusals.size > 1000) this.recentRefusals.clear();
+    this.recentRefusals.set(key, { at: now, quiet: 0 });
+    return seen?.quiet ?? 0;
   }
 
   channelCredentials(host: string): grpc.ChannelCredentials {
@@ -201,13 +229,16 @@ export class MutualTlsTransport implements Transport {
     const material = this.source.current();
     const identity = material.client;
     if (!identity) return Promise.reject(new Error(`TLS material (${material.origin}) holds no client certificate: cannot dial ${name}`));
+    let secureContext = this.clientContexts.get(material);
+    if (!secureContext) {
+      secureContext = tls.createSecureContext({ key: identity.keyPem, cert: identity.certPem, minVersion: MIN_VERSION });
+      this.clientContexts.set(material, secureContext);
+    }
     return new Promise((resolve, reject) => {
       const tlsSocket = tls.connect({
         socket,
-        key: identity.keyPem,
-        cert: identity.certPem,
+        secureContext,
         ALPNProtocols: ALPN,
-        minVersion: MIN_VERSION,
         rejectUnauthorized: false, // verified below against the current bundle (see top of file)
         ...(isIP(name) ? {} : { servername: name }),
       });
@@ -223,9 +254,13 @@ export class MutualTlsTransport implements Transport {
       };
       const onError = (err: Error & { code?: string }): void => fail(classifyTlsError(err), describeTlsError(err));
       const onClose = (): void => fail('closed', 'connection closed during the TLS handshake');
+      const onTimeout = (): void => fail('timeout', `no TLS handshake within ${HANDSHAKE_TIMEOUT_MS / 1000}s`);
       tlsSocket.once('error', onError);
       tlsSocket.once('close', onClose);
+      tlsSocket.setTimeout(HANDSHAKE_TIMEOUT_MS, onTimeout);
       tlsSocket.once('secureConnect', () => {
+        tlsSocket.setTimeout(0);
+        tlsSocket.removeListener('timeout', onTimeout);
         if (tlsSocket.alpnProtocol !== 'h2') return fail('no_alpn', `server did not negotiate ALPN h2 (got ${tlsSocket.alpnProtocol || 'none'})`);
         const verdict = verifyPeer(tlsSocket.getPeerX509Certificate(), this.source.current().ca.certs, { purpose: 'server', host: name });
         if (!verdict.ok) return fail(verdict.reason, verdict.detail);

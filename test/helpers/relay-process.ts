@@ -37,7 +37,11 @@ export interface StartOptions {
 export async function startRelayProcess(opts: StartOptions = {}): Promise<RelayProcess> {
   // --httpPort=0 would disable the listener, so a free port is chosen for it.
   const args = ['--listenAddress=127.0.0.1', '--gRPCPort=0', `--httpPort=${await freePort()}`, '--logLevel=debug', ...(opts.args ?? [])];
-  const proc = spawn(process.execPath, [MAIN, ...args], {
+  // RELAY_LAUNCHER prefixes the command (e.g. the seccomp launcher or strace), so the same
+  // end-to-end suite can run with the relay confined or traced.
+  const launcher = (process.env.RELAY_LAUNCHER ?? '').split(' ').filter(Boolean);
+  const [command, ...prefix] = launcher.length > 0 ? launcher : [process.execPath];
+  const proc = spawn(command!, [...prefix, ...(launcher.length > 0 ? [process.execPath] : []), MAIN, ...args], {
     env: { ...process.env, KUBEARMOR_SERVICE: '', ...opts.env },
     stdio: ['ignore', 'pipe', 'pipe'],
   });

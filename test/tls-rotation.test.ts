@@ -1,0 +1,183 @@
+import * as grpc from '@grpc/grpc-js';
+import { mkdirSync, renameSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { Registry } from 'prom-client';
+import { afterEach, describe, expect, it } from 'vitest';
+import type { IssuedPair } from '../certs/issue.js';
+import { CertManager } from '../certs/manager.js';
+import { MutualTlsTransport } from '../server/tls.js';
+import {
+  type Served,
+  StaticSource,
+  type TestCa,
+  callEcho,
+  captureLogger,
+  leaf,
+  metricValue,
+  newCa,
+  rawMaterial,
+  serialOf,
+  serveEcho,
+  serverSerialSeen,
+  tempDir,
+  waitFor,
+  writeExternal,
+} from './helpers/certs-fixtures.js';
+
+const FILES = ['ca.crt', 'server.crt', 'server.key', 'client.crt', 'client.key'] as const;
+const cleanups: Array<() => Promise<void> | void> = [];
+afterEach(async () => {
+  while (cleanups.length) await cleanups.pop()!();
+});
+
+interface Generation {
+  caPem: string;
+  server: IssuedPair;
+  client: IssuedPair;
+}
+
+async function generation(ca: TestCa, caPem = ca.certPem): Promise<Generation> {
+  return { caPem, server: await leaf(ca, 'server'), client: await leaf(ca, 'client') };
+}
+
+function contents(g: Generation): Record<(typeof FILES)[number], string> {
+  return { 'ca.crt': g.caPem, 'server.crt': g.server.certPem, 'server.key': g.server.keyPem, 'client.crt': g.client.certPem, 'client.key': g.client.keyPem };
+}
+
+/** The layout kubelet gives a projected secret volume: a timestamped dir, `..data` -> it, file symlinks through `..data`. */
+class KubeletVolume {
+  private current = '';
+  private n = 0;
+  constructor(readonly dir: string) {}
+
+  /** Publishes a new generation exactly as kubelet's atomic writer does. */
+  publish(g: Generation): void {
+    const stamped = `..2026_01_02_03_04_05.${String(++this.n).padStart(9, '0')}`;
+    mkdirSync(join(this.dir, stamped));
+    for (const [name, text] of Object.entries(contents(g))) writeFileSync(join(this.dir, stamped, name), text, { mode: 0o600 });
+    symlinkSync(stamped, join(this.dir, '..data_tmp'));
+    renameSync(join(this.dir, '..data_tmp'), join(this.dir, '..data'));
+    if (!this.current) for (const name of FILES) symlinkSync(join('..data', name), join(this.dir, name));
+    else rmSync(join(this.dir, this.current), { recursive: true, force: true });
+    this.current = stamped;
+  }
+}
+
+async function relayOn(dir: string, registry = new Registry()): Promise<{ manager: CertManager; served: Served; registry: Registry }> {
+  const { logger } = captureLogger();
+  // a long periodic check: the directory watch alone must pick changes up within 2 s
+  const manager = new CertManager({ provider: 'external', dir, logger, registry, checkIntervalMs: 60_000 });
+  await manager.start();
+  const served = await serveEcho(new MutualTlsTransport(manager, { logger, registry }));
+  cleanups.push(async () => {
+    await served.close();
+    manager.close();
+  });
+  return { manager, served, registry };
+}
+
+function consumerWith(caPem: string, client: IssuedPair): MutualTlsTransport {
+  return new MutualTlsTransport(new StaticSource(rawMaterial(caPem, { client })), { logger: captureLogger().logger });
+}
+
+describe('certificate rotation under a running server', () => {
+  it('picks up a kubelet ..data symlink swap within 2 s: new handshakes see the new serial, an established channel keeps working', async () => {
+    const ca = await newCa('rotation-ca');
+    const dir = tempDir();
+    cleanups.push(() => dir.remove());
+    const volume = new KubeletVolume(dir.path);
+    const first = await generation(ca);
+    volume.publish(first);
+    const { manager, served } = await relayOn(dir.path);
+    expect(await serverSerialSeen(served.port, first.client)).toBe(serialOf(first.server.certPem));
+
+    const consumer = consumerWith(ca.certPem, first.client);
+    const channel = new grpc.Client(`127.0.0.1:${served.port}`, consumer.channelCredentials('127.0.0.1'));
+    cleanups.push(() => channel.close());
+    const callOn = () =>
+      new Promise<string>((resolve, reject) =>
+        channel.makeUnaryRequest('/test.Echo/Who', (b: Buffer) => b, (b: Buffer) => b, Buffer.from('again'), { deadline: Date.now() + 3000 }, (err, reply) =>
+          err ? reject(err) : resolve(reply!.toString()),
+        ),
+      );
+    expect(await callOn()).toBe('hello again');
+
+    const second = await generation(ca);
+    volume.publish(second);
+    await waitFor(async () => (await serverSerialSeen(served.port, first.client)) === serialOf(second.server.certPem), 'the new server serial in a new handshake', 2000);
+    expect(manager.current().generation).toBe(2);
+    expect(await callOn()).toBe('hello again');
+    expect(await callEcho(consumerWith(ca.certPem, second.client), '127.0.0.1', served.port)).toMatchObject({ ok: true });
+  });
+
+  it('picks up an in-place rewrite of the files within 2 s', async () => {
+    const ca = await newCa('inplace-ca');
+    const dir = tempDir();
+    cleanups.push(() => dir.remove());
+    const first = await generation(ca);
+    writeExternal(dir.path, first);
+    const { served, registry } = await relayOn(dir.path);
+    const second = await generation(ca);
+    writeExternal(dir.path, second);
+    await waitFor(async () => (await serverSerialSeen(served.port, first.client)) === serialOf(second.server.certPem), 'the rewritten server certificate', 2000);
+    expect(await metricValue(registry, 'kubearmor_relay_cert_reloads_total', { result: 'success' })).toBe(1);
+  });
+
+  it('rotates the CA: a bundle of old and new CAs accepts both generations of clients; dropping the old CA refuses old clients', async () => {
+    const oldCa = await newCa('old-ca');
+    const newCaPair = await newCa('new-ca');
+    const dir = tempDir();
+    cleanups.push(() => dir.remove());
+    const volume = new KubeletVolume(dir.path);
+    volume.publish(await generation(oldCa));
+    const { manager, served, registry } = await relayOn(dir.path);
+    const both = oldCa.certPem + newCaPair.certPem;
+    const oldClient = consumerWith(both, await leaf(oldCa, 'client'));
+    const newClient = consumerWith(both, await leaf(newCaPair, 'client'));
+    expect(await callEcho(oldClient, 'localhost', served.port)).toMatchObject({ ok: true });
+
+    // stage 1: trust both, serve leaves from the new CA
+    volume.publish(await generation(newCaPair, both));
+    await waitFor(() => manager.current().generation === 2, 'stage 1', 2000);
+    expect(await callEcho(oldClient, 'localhost', served.port)).toMatchObject({ ok: true });
+    expect(await callEcho(newClient, 'localhost', served.port)).toMatchObject({ ok: true });
+
+    // stage 2: drop the old CA
+    volume.publish(await generation(newCaPair));
+    await waitFor(() => manager.current().generation === 3, 'stage 2', 2000);
+    expect(await callEcho(newClient, 'localhost', served.port)).toMatchObject({ ok: true });
+    expect(await callEcho(oldClient, 'localhost', served.port, 3000)).toMatchObject({ ok: false });
+    await waitFor(async () => (await metricValue(registry, 'kubearmor_relay_tls_handshake_failures_total', { side: 'server', reason: 'unknown_authority' })) === 1, 'the refusal');
+  });
+
+  it('renews self-issued certificates with a lifetime of a few seconds; calls across renewals never meet an expired certificate', async () => {
+    const ca = await newCa('renew-ca');
+    const dir = tempDir();
+    cleanups.push(() => dir.remove());
+    writeFileSync(join(dir.path, 'ca.crt'), ca.certPem);
+    writeFileSync(join(dir.path, 'ca.key'), ca.keyPem);
+    const { logger } = captureLogger();
+    const manager = new CertManager({ provider: 'self', dir: dir.path, logger, validityMs: 4500 });
+    await manager.start();
+    const relay = new MutualTlsTransport(manager, { logger });
+    const served = await serveEcho(relay);
+    cleanups.push(async () => {
+      await served.close();
+      manager.close();
+    });
+    // the relay dials itself too, so its own client identity is renewed under use as well
+    const probe = await leaf(ca, 'client');
+    const serials = new Set<string>();
+    const failures: string[] = [];
+    const until = Date.now() + 7000;
+    while (Date.now() < until) {
+      const outcome = await callEcho(relay, 'localhost', served.port, 2000);
+      if (!outcome.ok) failures.push(outcome.details);
+      serials.add(await serverSerialSeen(served.port, probe));
+      await new Promise((r) => setTimeout(r, 100));
+    }
+    expect(failures).toEqual([]);
+    expect(manager.current().generation).toBeGreaterThanOrEqual(3);
+    expect(serials.size).toBeGreaterThanOrEqual(2);
+  });
+});
