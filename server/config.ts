@@ -1,5 +1,5 @@
 // The relay's flags: names, defaults and checks in one table. `--help` is generated from it.
-import { checks, parseFlags, type FlagTable, type ParsedFlags } from './flags.js';
+import { UsageError, checks, parseFlags, type FlagTable, type ParsedFlags } from './flags.js';
 
 const LOG_LEVELS = ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'];
 
@@ -40,11 +40,11 @@ export const RELAY_FLAGS = {
   extraDnsNames: { type: 'list', default: [], form: 'NAME[,NAME...]', help: 'extra DNS names in a self-issued server certificate' },
   extraIpAddresses: { type: 'list', default: [], form: 'IP[,IP...]', help: 'extra IP addresses in a self-issued server certificate', check: checks.ipList },
   tlsServerName: { type: 'string', default: '', help: 'name to verify node daemon certificates against instead of the dialed IP (testing)' },
-  discovery: { type: 'bool', default: false, help: 'find node daemons through the Kubernetes API (on by default in a cluster or with --kubeconfig)' },
+  discovery: { type: 'bool', default: false, defaultText: 'true in a cluster or with --kubeconfig, else false', help: 'find node daemons through the Kubernetes API' },
   kubeconfig: { type: 'string', default: '', form: 'FILE', help: 'kubeconfig for discovery outside a cluster (in-cluster config otherwise)' },
   discoveryNamespace: { type: 'string', default: '', help: 'namespace of node daemon pods (empty: all namespaces)' },
   discoveryLabelSelector: { type: 'string', default: 'kubearmor-app=kubearmor', help: 'label selector of node daemon pods' },
-  enrichRemoteHost: { type: 'bool', default: false, help: 'append remotehost=pod/ns/name|svc/ns/name to network logs (on by default with discovery)' },
+  enrichRemoteHost: { type: 'bool', default: false, defaultText: 'same as --discovery', help: 'append remotehost=pod/ns/name|svc/ns/name to network logs' },
   logLevel: {
     type: 'string',
     default: 'info',
@@ -57,7 +57,7 @@ export const RELAY_FLAGS = {
 export type RelayFlags = ParsedFlags<typeof RELAY_FLAGS>;
 
 export function parseRelayFlags(argv: readonly string[], env: NodeJS.ProcessEnv = process.env): RelayFlags {
-  return parseFlags(argv, RELAY_FLAGS, {
+  const flags = parseFlags(argv, RELAY_FLAGS, {
     command: 'kubearmor-relay',
     summary: [
       'Relays KubeArmor alerts, logs and messages from every node daemon to any number of consumers.',
@@ -66,4 +66,9 @@ export function parseRelayFlags(argv: readonly string[], env: NodeJS.ProcessEnv 
       'Environment: ENABLE_STDOUT_ALERTS, ENABLE_STDOUT_LOGS, ENABLE_STDOUT_MSGS=true print events as JSON lines on stdout.',
     ].join('\n'),
   }, env);
+  const stray = flags._[0];
+  if (stray !== undefined) {
+    throw new UsageError(`unexpected argument ${JSON.stringify(stray)}: flags take values as --flag=value or --flag value, booleans only as --flag=true|false`);
+  }
+  return flags;
 }

@@ -15,6 +15,8 @@ export interface FlagSpec {
   check?: (value: unknown) => string | undefined;
   /** environment variable used when the flag is absent */
   env?: string;
+  /** how --help shows a default that depends on the environment, e.g. "on in a cluster" */
+  defaultText?: string;
 }
 
 export type FlagTable = Record<string, FlagSpec>;
@@ -117,9 +119,9 @@ function convert(name: string, spec: FlagSpec, raw: string): ValueOf<FlagSpec> {
 export function usage(command: string, summary: string, table: FlagTable): string {
   const lines = [`Usage: ${command} [flags]`, '', summary, '', 'Flags:'];
   for (const [name, spec] of Object.entries(table)) {
-    const def = Array.isArray(spec.default) ? spec.default.join(',') : String(spec.default);
+    const def = spec.defaultText ?? JSON.stringify(Array.isArray(spec.default) ? spec.default.join(',') : String(spec.default));
     const env = spec.env ? ` (env ${spec.env})` : '';
-    lines.push(`  --${name}  ${spec.type === 'bool' ? '' : `${spec.form ?? spec.type.toUpperCase()}  `}${spec.help} (default ${JSON.stringify(def)})${env}`);
+    lines.push(`  --${name}  ${spec.type === 'bool' ? '' : `${spec.form ?? spec.type.toUpperCase()}  `}${spec.help} (default ${def})${env}`);
   }
   lines.push('  --help  show this help');
   return lines.join('\n');
