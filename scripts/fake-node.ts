@@ -24,6 +24,7 @@ import { KINDS, type Kind, type KindSpec } from '../server/kinds.js';
 import { decodeNonce, decodeRequest, encodeReply, SERVICE } from '../server/proto.js';
 import { checks, HelpRequested, parseFlags, UsageError, type FlagTable, type ParsedFlags } from '../server/flags.js';
 import { PlaintextTransport, formatHostPort, type Listening, type Transport } from '../server/transport.js';
+import { TOOL_TLS_FLAGS, toolTransport, type ToolTransport } from './tool-tls.js';
 import { createEventSource, encodeEvent, type EventObject } from './events.js';
 
 export interface FakeNodeOptions {
@@ -106,6 +107,8 @@ function rawServiceDefinition(): grpc.ServiceDefinition {
 const TICK_MS = 10;
 /** at most this many events per burst before yielding, so HealthCheck and pings get a turn */
 const BURST = 256;
+/** per-watcher queue depth (messages) at which producing waits for 'drain' */
+const MAX_QUEUED = 128;
 
 /** Produces one kind for one node and broadcasts it to the kind's watchers. */
 class KindPump {
@@ -221,7 +224,9 @@ class KindPump {
     this.sent++;
     if (this.record) this.recorded.push({ seq: this.sent, bytes, object });
     for (const call of this.watchers) {
-      if (!call.write(bytes)) {
+      // grpc-js says "full" at 16 queued messages; waiting for 'drain' that early costs
+      // a round trip per 16 events, so allow a slightly deeper (still bounded) queue.
+      if (!call.write(bytes) && call.writableLength >= MAX_QUEUED) {
         this.blocked.add(call);
         call.once('drain', () => this.unblock(call));
       }
@@ -317,6 +322,7 @@ export async function startFakeNode(opts: FakeNodeOptions = {}): Promise<FakeNod
 const KIND_NAMES = KINDS.map((k) => k.kind);
 
 const FLAGS = {
+  ...TOOL_TLS_FLAGS,
   host: { type: 'string', default: '127.0.0.1', help: 'address to listen on' },
   port: { type: 'port', default: 32767, help: 'gRPC port (0 picks a free one)' },
   rate: { type: 'int', default: 10, help: 'events per second per kind; 0 = as fast as the client reads', check: checks.atLeast(0) },
@@ -365,7 +371,9 @@ export async function runFakeNode(argv: string[], deps: RunDeps = {}): Promise<n
   if (typeof flags === 'number') return flags;
 
   let node: FakeNode;
+  let tls: ToolTransport | undefined;
   try {
+    tls = deps.transport ? undefined : await toolTransport(flags, 'server');
     node = await startFakeNode({
       host: flags.host,
       port: flags.port,
@@ -376,13 +384,14 @@ export async function runFakeNode(argv: string[], deps: RunDeps = {}): Promise<n
       hostIP: flags.hostIP,
       seed: flags.seed,
       kinds: flags.kinds as Kind[],
-      transport: deps.transport,
+      transport: deps.transport ?? tls?.transport,
     });
   } catch (e) {
+    tls?.close();
     err(`fake-node: ${(e as Error).message}`);
     return 1;
   }
-  err(`fake-node: ${node.nodeName} serving feeder.LogService on ${node.target} (${(deps.transport ?? new PlaintextTransport()).name}, ${flags.rate || 'unpaced'} events/s per kind)`);
+  err(`fake-node: ${node.nodeName} serving feeder.LogService on ${node.target} (${(deps.transport ?? tls?.transport ?? new PlaintextTransport()).name}, ${flags.rate || 'unpaced'} events/s per kind)`);
 
   await new Promise<void>((resolve) => {
     const stop = () => {
@@ -397,6 +406,7 @@ export async function runFakeNode(argv: string[], deps: RunDeps = {}): Promise<n
     else deps.signal?.addEventListener('abort', stop);
   });
   await node.close();
+  tls?.close();
   if (flags['json-summary']) out(JSON.stringify({ node: node.nodeName, sent: { ...node.sent }, healthChecks: node.healthChecks }));
   return 0;
 }

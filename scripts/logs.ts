@@ -9,12 +9,12 @@ import * as grpc from '@grpc/grpc-js';
 import { randomInt } from 'node:crypto';
 import { realpathSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
-import type protobuf from 'protobufjs';
 import { Backoff, BACKOFF_DEFAULTS, type BackoffOptions } from '../server/backoff.js';
 import { checks, HelpRequested, parseFlags, parseHostPort, UsageError, type FlagTable, type ParsedFlags } from '../server/flags.js';
 import { KIND_BY_NAME, methodPath, type Kind } from '../server/kinds.js';
-import { decodeReply, decodeToObject, encodeNonce, encodeRequest, SERVICE, type EventObject } from '../server/proto.js';
+import { decodeReply, decodeToObject, inDeclarationOrder, toJsonLine, encodeNonce, encodeRequest, SERVICE, type EventObject } from '../server/proto.js';
 import { PlaintextTransport, type Transport } from '../server/transport.js';
+import { TOOL_TLS_FLAGS, toolTransport, type ToolTransport } from './tool-tls.js';
 
 export interface StreamSpec {
   kind: Kind;
@@ -188,19 +188,9 @@ export function watch(opts: WatchOptions): WatchHandle {
 
 // ---- printing ------------------------------------------------------------------------
 
-/** The object with keys in proto declaration order (protobufjs orders by field number). */
-export function inDeclarationOrder(type: protobuf.Type, obj: EventObject): EventObject {
-  const out: EventObject = {};
-  for (const field of type.fieldsArray) {
-    if (field.name in obj) out[field.name] = obj[field.name];
-  }
-  return out;
-}
-
 /** One JSON line as `karmor logs --json` prints it: declaration order, empty fields left out. */
 export function formatJson(kind: Kind, bytes: Buffer): string {
-  const type = KIND_BY_NAME[kind].type;
-  return JSON.stringify(inDeclarationOrder(type, decodeToObject(type, bytes)));
+  return toJsonLine(KIND_BY_NAME[kind].type, bytes);
 }
 
 const TITLES: Record<Kind, string> = { alert: 'Alert', log: 'Log', message: 'Message' };
@@ -231,6 +221,7 @@ export function formatText(kind: Kind, obj: EventObject): string {
 const OPERATIONS = ['Process', 'File', 'Network'] as const;
 
 const FLAGS = {
+  ...TOOL_TLS_FLAGS,
   gRPC: { type: 'string', default: 'localhost:32767', env: 'KUBEARMOR_SERVICE', form: '--gRPC=HOST:PORT', help: 'relay address', check: (v: unknown) => (parseHostPort(String(v)) ? undefined : 'malformed address') },
   logFilter: { type: 'string', default: 'policy', form: '--logFilter=policy|system|all', help: 'policy: alerts; system: logs; all: both', check: checks.oneOf(['policy', 'system', 'all']) },
   msgPath: { type: 'string', default: 'none', form: '--msgPath=none|stdout', help: 'also print messages (WatchMessages) to stdout', check: checks.oneOf(['none', 'stdout']) },
@@ -295,13 +286,20 @@ export async function runLogs(argv: string[], deps: LogsDeps = {}): Promise<numb
   const flags = parseOrExit(argv, deps.env ?? process.env, out, err);
   if (typeof flags === 'number') return flags;
 
+  let tls: ToolTransport | undefined;
+  try {
+    tls = deps.transport ? undefined : await toolTransport(flags, 'client');
+  } catch (e) {
+    err(`logs: ${(e as Error).message}`);
+    return 1;
+  }
   let printed = 0;
   let handle: WatchHandle | undefined;
   const stop = () => void handle?.close();
   handle = watch({
     target: flags.gRPC,
     streams: streamsFor(flags.logFilter, flags.messages || flags.msgPath === 'stdout'),
-    transport: deps.transport,
+    transport: deps.transport ?? tls?.transport,
     backoff: deps.backoff,
     onLog: (line) => err(`logs: ${line}`),
     onEvent(kind, bytes) {
@@ -326,6 +324,7 @@ export async function runLogs(argv: string[], deps: LogsDeps = {}): Promise<numb
     err(`logs: ${(e as Error).message}`);
     return 1;
   } finally {
+    tls?.close();
     process.off('SIGINT', stop);
     process.off('SIGTERM', stop);
     deps.signal?.removeEventListener('abort', stop);

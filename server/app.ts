@@ -6,6 +6,7 @@ import type { CertManager } from '../certs/manager.js';
 import type { RelayFlags } from './config.js';
 import { IpNameMap, startDiscovery, type Discovery } from './discovery.js';
 import { enrichLog } from './enrich.js';
+import { KIND_BY_NAME } from './kinds.js';
 import type { Logger } from './logger.js';
 import { createMetrics } from './metrics.js';
 import { Relay } from './relay.js';
@@ -16,6 +17,17 @@ import type { EventTransform } from './upstream.js';
 export interface App {
   relay: Relay;
   close(): Promise<void>;
+}
+
+/** The naive relay's path, kept for benchmarks: a full decode and encode of every event. */
+const reencode: EventTransform = (kind, bytes) => {
+  const type = KIND_BY_NAME[kind].type;
+  const out = type.encode(type.decode(bytes)).finish();
+  return Buffer.from(out.buffer, out.byteOffset, out.byteLength);
+};
+
+function chain(first: EventTransform, second: EventTransform | undefined): EventTransform {
+  return second ? (kind, bytes) => second(kind, first(kind, bytes)) : first;
 }
 
 export async function startApp(flags: RelayFlags, env: NodeJS.ProcessEnv, logger: Logger): Promise<App> {
@@ -44,7 +56,8 @@ export async function startApp(flags: RelayFlags, env: NodeJS.ProcessEnv, logger
   const enrichOn = flags._set.has('enrichRemoteHost') ? flags.enrichRemoteHost : discoveryOn;
   if (enrichOn && !discoveryOn) logger.warn('--enrichRemoteHost needs Kubernetes discovery (pod and service IPs); enrichment stays off');
   const ipNames = enrichOn && discoveryOn ? new IpNameMap() : undefined;
-  const transform: EventTransform | undefined = ipNames ? (kind, bytes) => (kind === 'log' ? enrichLog(bytes, ipNames.lookup) : bytes) : undefined;
+  const enrich: EventTransform | undefined = ipNames ? (kind, bytes) => (kind === 'log' ? enrichLog(bytes, ipNames.lookup) : bytes) : undefined;
+  const transform = flags.reencode ? chain(reencode, enrich) : enrich;
 
   const relay = new Relay({
     listenAddress: flags.listenAddress,

@@ -45,6 +45,7 @@ export const RELAY_FLAGS = {
   discoveryNamespace: { type: 'string', default: '', help: 'namespace of node daemon pods (empty: all namespaces)' },
   discoveryLabelSelector: { type: 'string', default: 'kubearmor-app=kubearmor', help: 'label selector of node daemon pods' },
   enrichRemoteHost: { type: 'bool', default: false, defaultText: 'same as --discovery', help: 'append remotehost=pod/ns/name|svc/ns/name to network logs' },
+  reencode: { type: 'bool', default: false, help: 'decode and re-encode every event instead of forwarding the node\'s bytes (what a naive relay does; for benchmarks)' },
   logLevel: {
     type: 'string',
     default: 'info',

@@ -40,6 +40,23 @@ export function decodeToObject(type: protobuf.Type, bytes: Uint8Array): EventObj
   return type.toObject(type.decode(bytes), TO_OBJECT) as EventObject;
 }
 
+/**
+ * The object with keys in .proto declaration order, as Go's encoding/json and
+ * `karmor logs --json` print them (protobufjs orders by field number).
+ */
+export function inDeclarationOrder(type: protobuf.Type, obj: EventObject): EventObject {
+  const out: EventObject = {};
+  for (const field of type.fieldsArray) {
+    if (field.name in obj) out[field.name] = obj[field.name];
+  }
+  return out;
+}
+
+/** One JSON line for stdout export and `logs --json`: declaration order, empty fields left out. */
+export function toJsonLine(type: protobuf.Type, bytes: Uint8Array): string {
+  return JSON.stringify(inDeclarationOrder(type, decodeToObject(type, bytes)));
+}
+
 export function encodeFromObject(type: protobuf.Type, obj: EventObject): Buffer {
   const err = type.verify(obj);
   if (err) throw new Error(`invalid ${type.name}: ${err}`);

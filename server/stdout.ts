@@ -4,7 +4,7 @@
 import { createWriteStream, type WriteStream } from 'node:fs';
 import type { Hub, Subscriber } from './hub.js';
 import { KINDS, type KindSpec } from './kinds.js';
-import { decodeToObject } from './proto.js';
+import { toJsonLine } from './proto.js';
 
 export class StdoutExporter {
   private readonly out: WriteStream;
@@ -19,7 +19,7 @@ export class StdoutExporter {
     for (const spec of kinds) {
       this.subs.push(
         hub.channels[spec.kind].subscribe(`stdout ${spec.method}`, {
-          write: (bytes) => this.out.write(`${JSON.stringify(decodeToObject(spec.type, bytes))}\n`),
+          write: (bytes) => this.out.write(`${toJsonLine(spec.type, bytes)}\n`),
           onDrain: (cb) => this.out.on('drain', cb),
         }),
       );

@@ -124,6 +124,9 @@ describe('stdout export', () => {
     const printed = relay.stdoutLines.map((l) => JSON.parse(l) as Record<string, unknown>);
     expect(printed).toEqual(live.recorded.alert.map((e) => decodeToObject(types.Alert, e.bytes)));
     expect(printed[0]).toHaveProperty('PolicyName');
+    // declaration order, as the reference relay's Go JSON and karmor print it
+    const declared = types.Alert.fieldsArray.map((f) => f.name).filter((n) => n in printed[0]!);
+    expect(Object.keys(printed[0]!)).toEqual(declared);
     expect(printed[0]).toHaveProperty('EventData');
     expect(relay.logs.some((l) => l.msg === 'relay serving feeder.LogService')).toBe(true);
   });
