@@ -63,15 +63,15 @@ export interface PythonNode {
 export type EventsByKind = Partial<Record<Kind, EventObject[]>>;
 
 /** Starts test/peers/python_node.py serving these events; resolves once it listens. */
-export async function startPythonNode(events: EventsByKind): Promise<PythonNode> {
+export async function startPythonNode(events: EventsByKind, port = 0): Promise<PythonNode> {
   const env = await pythonEnv();
   const file = join(await mkdtemp(join(tmpdir(), 'kubearmor-events-')), 'events.json');
   await writeFile(file, JSON.stringify(events));
-  const child: ChildProcess = spawn(PYTHON, [join(PEERS, 'python_node.py'), file, '--port', '0'], { cwd: ROOT, env, stdio: ['ignore', 'pipe', 'pipe'] });
+  const child: ChildProcess = spawn(PYTHON, [join(PEERS, 'python_node.py'), file, '--port', String(port)], { cwd: ROOT, env, stdio: ['ignore', 'pipe', 'pipe'] });
   let stderr = '';
   child.stderr!.on('data', (d: Buffer) => (stderr += d.toString()));
   const exited = new Promise<number | null>((resolve) => child.on('exit', (code) => resolve(code)));
-  const port = await new Promise<number>((resolve, reject) => {
+  const bound = await new Promise<number>((resolve, reject) => {
     const lines = createInterface({ input: child.stdout! });
     lines.once('line', (line) => {
       try {
@@ -84,8 +84,8 @@ export async function startPythonNode(events: EventsByKind): Promise<PythonNode>
     void exited.then((code) => reject(new Error(`python_node exited with ${code}: ${stderr.trim()}`)));
   });
   return {
-    port,
-    target: `127.0.0.1:${port}`,
+    port: bound,
+    target: `127.0.0.1:${bound}`,
     async stop() {
       if (child.exitCode === null) child.kill('SIGTERM');
       return exited;
