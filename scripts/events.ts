@@ -299,21 +299,33 @@ export function createEventSource(options: EventSourceOptions = {}): EventSource
     return h;
   }
 
-  /** Values Alert and Log share; each builder then writes one literal in proto order. */
-  function facts(r: Rng, seq: number, sentAtNs: bigint, pod: Pod, act: Activity) {
+  /** The fields Alert and Log share (protobuf encodes by field number, so order is free). */
+  function shared(r: Rng, seq: number, sentAtNs: bigint, pod: Pod, act: Activity): EventObject {
     const hostPID = pod.hostPidBase + r.int(10, 5_000);
     const pid = r.int(7, 900);
     const w = pod.workload;
     return {
       Timestamp: Number(sentAtNs / 1_000_000_000n),
       UpdatedTime: rfc3339Nano(sentAtNs),
+      ClusterName: clusterName,
+      HostName: nodeName,
+      NamespaceName: w.namespace,
       Owner: { Ref: 'Deployment', Name: w.deployment, Namespace: w.namespace },
+      PodName: pod.podName,
+      Labels: w.labels,
+      ContainerID: pod.containerID,
+      ContainerName: w.container,
       ContainerImage: `${w.image}@sha256:${pod.imageDigest}`,
       HostPPID: hostPID - r.int(1, 9),
       HostPID: hostPID,
       PPID: pid - r.int(1, 6),
       PID: pid,
+      UID: w.user.uid,
+      ParentProcessName: act.parent,
+      ProcessName: act.process,
       Source: `${act.parent} -c ${act.process}`,
+      Operation: act.operation,
+      Resource: act.resource,
       EventData: {
         seq: String(seq),
         sentAtNs: sentAtNs.toString(),
@@ -321,110 +333,53 @@ export function createEventSource(options: EventSourceOptions = {}): EventSource
         ContainerRuntime: 'containerd://1.7.13',
         Syscall: act.data.slice(act.data.indexOf('=') + 1, act.data.indexOf(' ') === -1 ? undefined : act.data.indexOf(' ')),
       },
+      Cwd: w.cwd,
       TTY: r.pick(['pts0', 'pts1', 'pts2']),
       ExecEvent: { ExecID: String(r.int(1_000_000, 99_999_999)), ExecutableName: act.process.slice(act.process.lastIndexOf('/') + 1) },
+      NodeID: nodeID,
+      ProcessHash: hashOf(act.process),
+      ParentHash: hashOf(act.parent),
+      ResourceHash: hashOf(act.operation === 'Network' ? act.data : act.resource), // bounded memo: IPs vary
+      HashAlgo: 'Sha256',
+      UserName: w.user.name,
     };
   }
 
   function alert(seq: number, sentAtNs: bigint): EventObject {
     const r = rngs.alert;
     const pod = r.pick(pods);
-    const w = pod.workload;
     const policy = r.pick(POLICIES);
-    const act = ACTIVITY[policy.operation](r, w);
+    const act = ACTIVITY[policy.operation](r, pod.workload);
     const bpf = r.chance(0.4);
     const block = r.chance(0.6);
-    const f = facts(r, seq, sentAtNs, pod, act);
     return {
-      Timestamp: f.Timestamp,
-      UpdatedTime: f.UpdatedTime,
-      ClusterName: clusterName,
-      HostName: nodeName,
-      NamespaceName: w.namespace,
-      Owner: f.Owner,
-      PodName: pod.podName,
-      Labels: w.labels,
-      ContainerID: pod.containerID,
-      ContainerName: w.container,
-      ContainerImage: f.ContainerImage,
-      HostPPID: f.HostPPID,
-      HostPID: f.HostPID,
-      PPID: f.PPID,
-      PID: f.PID,
-      UID: w.user.uid,
-      ParentProcessName: act.parent,
-      ProcessName: act.process,
+      ...shared(r, seq, sentAtNs, pod, act),
       PolicyName: policy.name,
       Severity: policy.severity,
       Tags: policy.tags.join(','),
       ATags: [...policy.tags],
       Message: policy.message,
       Type: 'MatchedPolicy',
-      Source: f.Source,
-      Operation: act.operation,
-      Resource: act.resource,
       Data: bpf ? act.lsmData : act.data,
-      EventData: f.EventData,
       Enforcer: bpf ? 'BPFLSM' : 'AppArmor',
       Action: block ? 'Block' : 'Audit',
       Result: block ? 'Permission denied' : 'Passed',
-      Cwd: w.cwd,
-      TTY: f.TTY,
       MaxAlertsPerSec: 10,
       DroppingAlertsInterval: 10,
-      ExecEvent: f.ExecEvent,
       KubeArmorVersion: KUBEARMOR_VERSION,
-      NodeID: nodeID,
-      ProcessHash: hashOf(act.process),
-      ParentHash: hashOf(act.parent),
-      ResourceHash: hashOf(act.operation === 'Network' ? act.data : act.resource), // bounded memo: IPs vary
-      HashAlgo: 'Sha256',
-      UserName: w.user.name,
     };
   }
 
   function log(seq: number, sentAtNs: bigint): EventObject {
     const r = rngs.log;
     const pod = r.pick(pods);
-    const w = pod.workload;
     const operation = r.pick(['Process', 'Process', 'File', 'File', 'File', 'Network'] as const);
-    const act = ACTIVITY[operation](r, w);
-    const f = facts(r, seq, sentAtNs, pod, act);
+    const act = ACTIVITY[operation](r, pod.workload);
     return {
-      Timestamp: f.Timestamp,
-      UpdatedTime: f.UpdatedTime,
-      ClusterName: clusterName,
-      HostName: nodeName,
-      NamespaceName: w.namespace,
-      Owner: f.Owner,
-      PodName: pod.podName,
-      Labels: w.labels,
-      ContainerID: pod.containerID,
-      ContainerName: w.container,
-      ContainerImage: f.ContainerImage,
-      ParentProcessName: act.parent,
-      ProcessName: act.process,
-      HostPPID: f.HostPPID,
-      HostPID: f.HostPID,
-      PPID: f.PPID,
-      PID: f.PID,
-      UID: w.user.uid,
+      ...shared(r, seq, sentAtNs, pod, act),
       Type: r.chance(0.85) ? 'ContainerLog' : 'HostLog',
-      Source: f.Source,
-      Operation: act.operation,
-      Resource: act.resource,
       Data: act.data,
-      EventData: f.EventData,
       Result: r.pick(['Passed', 'Passed', 'Passed', 'No such file or directory', 'Permission denied']),
-      Cwd: w.cwd,
-      TTY: f.TTY,
-      ExecEvent: f.ExecEvent,
-      NodeID: nodeID,
-      ProcessHash: hashOf(act.process),
-      ParentHash: hashOf(act.parent),
-      ResourceHash: hashOf(act.operation === 'Network' ? act.data : act.resource), // bounded memo: IPs vary
-      HashAlgo: 'Sha256',
-      UserName: w.user.name,
     };
   }
 

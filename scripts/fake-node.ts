@@ -18,8 +18,6 @@
 // the relay and make it resubscribe.
 import * as grpc from '@grpc/grpc-js';
 import { HealthImplementation } from 'grpc-health-check';
-import { fileURLToPath } from 'node:url';
-import { realpathSync } from 'node:fs';
 import { KINDS, type Kind, type KindSpec } from '../server/kinds.js';
 import { decodeNonce, decodeRequest, encodeReply, SERVICE } from '../server/proto.js';
 import { checks, HelpRequested, parseFlags, UsageError, type FlagTable, type ParsedFlags } from '../server/flags.js';
@@ -409,24 +407,4 @@ export async function runFakeNode(argv: string[], deps: RunDeps = {}): Promise<n
   tls?.close();
   if (flags['json-summary']) out(JSON.stringify({ node: node.nodeName, sent: { ...node.sent }, healthChecks: node.healthChecks }));
   return 0;
-}
-
-function isMain(): boolean {
-  const entry = process.argv[1];
-  if (!entry) return false;
-  try {
-    return realpathSync(entry) === realpathSync(fileURLToPath(import.meta.url));
-  } catch {
-    return false;
-  }
-}
-
-if (isMain()) {
-  runFakeNode(process.argv.slice(2)).then(
-    (code) => process.exit(code),
-    (e: unknown) => {
-      process.stderr.write(`fake-node: ${(e as Error).stack ?? String(e)}\n`);
-      process.exit(1);
-    },
-  );
 }

@@ -7,8 +7,6 @@
 // node sent, or decode them as they like.
 import * as grpc from '@grpc/grpc-js';
 import { randomInt } from 'node:crypto';
-import { realpathSync } from 'node:fs';
-import { fileURLToPath } from 'node:url';
 import { Backoff, BACKOFF_DEFAULTS, type BackoffOptions } from '../server/backoff.js';
 import { checks, HelpRequested, parseFlags, parseHostPort, UsageError, type FlagTable, type ParsedFlags } from '../server/flags.js';
 import { KIND_BY_NAME, methodPath, type Kind } from '../server/kinds.js';
@@ -329,26 +327,4 @@ export async function runLogs(argv: string[], deps: LogsDeps = {}): Promise<numb
     process.off('SIGTERM', stop);
     deps.signal?.removeEventListener('abort', stop);
   }
-}
-
-function isMain(): boolean {
-  const entry = process.argv[1];
-  if (!entry) return false;
-  try {
-    return realpathSync(entry) === realpathSync(fileURLToPath(import.meta.url));
-  } catch {
-    return false;
-  }
-}
-
-if (isMain()) {
-  // `logs | head` closes the pipe: that is an ordinary way to stop, not a crash.
-  process.stdout.on('error', (e: NodeJS.ErrnoException) => process.exit(e.code === 'EPIPE' ? 0 : 1));
-  runLogs(process.argv.slice(2)).then(
-    (code) => process.exit(code),
-    (e: unknown) => {
-      process.stderr.write(`logs: ${(e as Error).stack ?? String(e)}\n`);
-      process.exit(1);
-    },
-  );
 }

@@ -56,7 +56,12 @@ async function main(argv: string[]): Promise<number> {
   }
 }
 
-process.on('uncaughtException', (err) => {
+// `kubearmor-relay logs | head` closes the pipe: an ordinary way to stop, not a crash.
+const isEpipe = (err: NodeJS.ErrnoException) => err.code === 'EPIPE';
+process.stdout.on('error', (err: NodeJS.ErrnoException) => process.exit(isEpipe(err) ? 0 : 1));
+
+process.on('uncaughtException', (err: NodeJS.ErrnoException) => {
+  if (isEpipe(err)) process.exit(0);
   process.stderr.write(`kubearmor-relay: unexpected error: ${err.stack ?? err.message}\n`);
   process.exit(1);
 });
