@@ -1,8 +1,8 @@
-// Certificate directories as the relay meets them: a Kubernetes projected secret volume
+// Certificate directories as the relay meets them (for tests and bench:tls):
 // (updated by kubelet's atomic writer) or a plain directory rewritten in place.
 import { mkdirSync, renameSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import type { IssuedPair } from '../../certs/issue.js';
+import type { IssuedPair } from '../certs/issue.js';
 
 /** The five files of the `external` provider. */
 export const EXTERNAL_FILES = ['ca.crt', 'server.crt', 'server.key', 'client.crt', 'client.key'] as const;

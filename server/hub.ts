@@ -60,6 +60,8 @@ export class Subscriber {
   full = false;
   stalled = false;
   dropped = 0;
+  /** when the consumer last took events (a drain); a stalled consumer is one that stopped */
+  progressAt = Date.now();
 
   constructor(
     readonly id: number,
@@ -110,6 +112,7 @@ export class Subscriber {
   private onDrain(): void {
     if (this.closed) return;
     this.writable = true;
+    this.progressAt = Date.now();
     while (this.writable && this.count > 0) {
       const bytes = this.ring[this.head]!;
       this.ring[this.head] = undefined;
@@ -214,17 +217,19 @@ export class Channel {
     this.pausedState = paused;
     clearTimeout(this.stallTimer);
     this.stallTimer = undefined;
-    if (paused) {
-      this.stallTimer = setTimeout(() => this.markStalled(), this.opts.stallMs);
-      this.stallTimer.unref();
-    }
+    if (paused) this.armStallTimer();
     for (const listener of this.flowListeners) listener(paused);
   }
 
+  /**
+   * Every consumer has been full for stallMs: the ones that took nothing in that time are
+   * stalled. One that is slow but moving keeps holding reads back, so it loses nothing.
+   */
   private markStalled(): void {
     this.stallTimer = undefined;
+    const before = Date.now() - this.opts.stallMs;
     for (const sub of this.subscribers) {
-      if (sub.full && !sub.stalled) {
+      if (sub.full && !sub.stalled && sub.progressAt <= before) {
         sub.stalled = true;
         this.opts.logger.warn(
           { kind: this.kind, client: sub.label, queuedEvents: sub.queuedEvents, queuedBytes: sub.queuedBytes },
@@ -233,6 +238,13 @@ export class Channel {
       }
     }
     this.reconsider();
+    if (this.pausedState) this.armStallTimer();
+  }
+
+  private armStallTimer(): void {
+    clearTimeout(this.stallTimer);
+    this.stallTimer = setTimeout(() => this.markStalled(), this.opts.stallMs);
+    this.stallTimer.unref();
   }
 }
 

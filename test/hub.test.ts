@@ -1,4 +1,4 @@
-import { describe, expect, it } from 'vitest';
+import { afterEach, describe, expect, it, vi } from 'vitest';
 import pino from 'pino';
 import { Hub, type EventWriter } from '../server/hub.js';
 import { createMetrics } from '../server/metrics.js';
@@ -22,9 +22,9 @@ class FakeWriter implements EventWriter {
   }
 }
 
-function makeHub(maxEvents = 4, maxBytes = 1 << 20) {
+function makeHub(maxEvents = 4, maxBytes = 1 << 20, stallMs = 60_000) {
   const metrics = createMetrics();
-  const hub = new Hub({ queue: { maxEvents, maxBytes }, stallMs: 60_000, dropReportMs: 60_000, logger: pino({ level: 'silent' }), metrics });
+  const hub = new Hub({ queue: { maxEvents, maxBytes }, stallMs, dropReportMs: 60_000, logger: pino({ level: 'silent' }), metrics });
   return { hub, metrics };
 }
 
@@ -89,5 +89,40 @@ describe('Hub', () => {
     hub.channels.log.publish(ev(1));
     const text = await metrics.registry.metrics();
     expect(text).toContain('kubearmor_relay_events_dropped_total{kind="log",reason="no_consumer"} 1');
+  });
+
+  describe('stall detection', () => {
+    afterEach(() => {
+      vi.useRealTimers();
+    });
+
+    it('treats a consumer that took nothing for the stall time as stalled and resumes reads for the others', () => {
+      vi.useFakeTimers();
+      const { hub } = makeHub(4, 1 << 20, 1000);
+      const flow: boolean[] = [];
+      hub.channels.alert.onFlow((paused) => flow.push(paused));
+      const stuck = new FakeWriter(1);
+      const sub = hub.channels.alert.subscribe('stuck', stuck);
+      for (let i = 0; i < 4; i++) hub.channels.alert.publish(ev(i));
+      expect(flow).toEqual([true]);
+      vi.advanceTimersByTime(1000);
+      expect(sub.stalled).toBe(true);
+      expect(flow).toEqual([true, false]);
+    });
+
+    it('never treats a slow consumer that keeps draining as stalled', () => {
+      vi.useFakeTimers();
+      const { hub } = makeHub(4, 1 << 20, 1000);
+      const slow = new FakeWriter(1);
+      const sub = hub.channels.alert.subscribe('slow', slow);
+      for (let i = 0; i < 4; i++) hub.channels.alert.publish(ev(i));
+      for (let t = 0; t < 5; t++) {
+        vi.advanceTimersByTime(600);
+        slow.release(1); // takes one event, then is busy again
+        hub.channels.alert.publish(ev(100 + t));
+      }
+      expect(sub.stalled).toBe(false);
+      expect(sub.dropped).toBe(0);
+    });
   });
 });
