@@ -1,5 +1,5 @@
-// Certificate directories as the relay meets them (for tests and bench:tls):
-// (updated by kubelet's atomic writer) or a plain directory rewritten in place.
+// Certificate directories as the relay meets them (used by tests and bench:tls): a Kubernetes
+// projected secret volume (updated by kubelet's atomic writer) or a plain directory rewritten in place.
 import { mkdirSync, renameSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import type { IssuedPair } from '../certs/issue.js';
