@@ -4,7 +4,7 @@
 import { openMutualTls } from './tls.js';
 import type { CertManager } from '../certs/manager.js';
 import type { RelayFlags } from './config.js';
-import { IpNameMap, startDiscovery, type Discovery } from './discovery.js';
+import type { Discovery } from './discovery.js';
 import { enrichLog } from './enrich.js';
 import { KIND_BY_NAME } from './kinds.js';
 import type { Logger } from './logger.js';
@@ -55,7 +55,9 @@ export async function startApp(flags: RelayFlags, env: NodeJS.ProcessEnv, logger
   const discoveryOn = flags._set.has('discovery') ? flags.discovery : inCluster || flags.kubeconfig !== '';
   const enrichOn = flags._set.has('enrichRemoteHost') ? flags.enrichRemoteHost : discoveryOn;
   if (enrichOn && !discoveryOn) logger.warn('--enrichRemoteHost needs Kubernetes discovery (pod and service IPs); enrichment stays off');
-  const ipNames = enrichOn && discoveryOn ? new IpNameMap() : undefined;
+  // @kubernetes/client-node is large: loaded only when discovery is on.
+  const discoveryModule = discoveryOn ? await import('./discovery.js') : undefined;
+  const ipNames = enrichOn && discoveryModule ? new discoveryModule.IpNameMap() : undefined;
   const enrich: EventTransform | undefined = ipNames ? (kind, bytes) => (kind === 'log' ? enrichLog(bytes, ipNames.lookup) : bytes) : undefined;
   const transform = flags.reencode ? chain(reencode, enrich) : enrich;
 
@@ -81,8 +83,8 @@ export async function startApp(flags: RelayFlags, env: NodeJS.ProcessEnv, logger
   }
 
   let discovery: Discovery | undefined;
-  if (discoveryOn) {
-    discovery = startDiscovery({
+  if (discoveryModule) {
+    discovery = discoveryModule.startDiscovery({
       kubeconfig: flags.kubeconfig || undefined,
       namespace: flags.discoveryNamespace || undefined,
       labelSelector: flags.discoveryLabelSelector,

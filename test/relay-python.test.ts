@@ -1,11 +1,18 @@
 // The relay between two gRPC implementations that are not grpc-js: a Python node daemon
 // and a Python consumer. A wire mistake that grpc-js forgives on both ends shows up here.
+import { spawnSync } from 'node:child_process';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import pino from 'pino';
 import { afterAll, describe, expect, it } from 'vitest';
+import { startFakeNode, type FakeNode } from '../scripts/fake-node.js';
+import { openMutualTls } from '../server/tls.js';
 import { createEventSource } from '../scripts/events.js';
 import { KINDS, type Kind } from '../server/kinds.js';
 import { decodeToObject, encodeFromObject, type EventObject } from '../server/proto.js';
 import { normalizePythonEvent, runPythonConsumer, startPythonNode, type PythonNode } from './helpers/python-peers.js';
-import { eventually, freePort, metricValue, startRelayProcess, type RelayProcess } from './helpers/relay-process.js';
+import { MAIN, eventually, freePort, metricValue, startRelayProcess, type RelayProcess } from './helpers/relay-process.js';
 
 describe('relay between Python gRPC peers', () => {
   let relay: RelayProcess | undefined;
@@ -43,5 +50,34 @@ describe('relay between Python gRPC peers', () => {
     }
     const sparse = result.events.filter((e) => e.kind === 'alert').at(-1)!.event;
     expect(sparse).toHaveProperty('Owner');
+  });
+
+  it('serves a Python consumer over mutual TLS with certificates from `certs init`, verified by Python\'s own TLS stack', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'relay-py-tls-'));
+    const init = spawnSync(process.execPath, [MAIN, 'certs', 'init', '--out', dir], { encoding: 'utf8' });
+    expect(init.status, init.stderr).toBe(0);
+    const clientDir = join(dir, 'consumer');
+    const client = spawnSync(process.execPath, [MAIN, 'certs', 'client', '--ca', dir, '--out', clientDir], { encoding: 'utf8' });
+    expect(client.status, client.stderr).toBe(0);
+
+    const nodePort = await freePort();
+    const tlsRelay = await startRelayProcess({ args: [`--nodes=127.0.0.1:${nodePort}`, '--tlsEnabled', `--tlsCertPath=${dir}`] });
+    const { transport, manager } = await openMutualTls({ provider: 'external', dir, roles: ['server'], logger: pino({ level: 'silent' }) });
+    let fake: FakeNode | undefined;
+    try {
+      const consumer = runPythonConsumer({ target: tlsRelay.target, watch: ['alert:all'], count: 5, timeoutSeconds: 40, healthcheck: 7, tlsDir: clientDir, serverName: 'localhost' });
+      await eventually(async () => metricValue(await tlsRelay.metrics(), 'kubearmor_relay_clients', { kind: 'alert' }) === 1 || undefined, 30_000, 'the Python consumer over TLS');
+      fake = await startFakeNode({ port: nodePort, nodeName: 'tls-node', rate: 50, kinds: ['alert'], transport });
+      const result = await consumer;
+      expect(result.code, result.stderr).toBe(0);
+      expect(result.retval).toBe(7);
+      expect(result.events).toHaveLength(5);
+      expect(result.events[0]!.event.HostName).toBe('tls-node');
+    } finally {
+      await fake?.close();
+      manager.close();
+      await tlsRelay.stop();
+      rmSync(dir, { recursive: true, force: true });
+    }
   });
 });

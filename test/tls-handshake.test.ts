@@ -1,5 +1,4 @@
 import * as grpc from '@grpc/grpc-js';
-import { execFile } from 'node:child_process';
 import { X509Certificate } from 'node:crypto';
 import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
@@ -26,18 +25,11 @@ import {
   tempDir,
   waitFor,
 } from './helpers/certs-fixtures.js';
+import { runCommand } from './helpers/tls-peers.js';
 
 const FAILURES = 'kubearmor_relay_tls_handshake_failures_total';
 
-/** Runs a command without blocking the event loop (the server under test lives in this process). */
-function run(cmd: string, args: string[], input = ''): Promise<{ code: number; output: string }> {
-  return new Promise((resolve) => {
-    const child = execFile(cmd, args, { timeout: 10_000 }, (err, stdout, stderr) => {
-      resolve({ code: err ? (typeof err.code === 'number' ? err.code : 1) : 0, output: stdout + stderr });
-    });
-    child.stdin?.end(input);
-  });
-}
+const run = runCommand;
 
 describe('mutual TLS transport, serving side (self provider relay)', () => {
   let ca: TestCa;

@@ -1,9 +1,10 @@
 import * as grpc from '@grpc/grpc-js';
-import { mkdirSync, renameSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
+import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { Registry } from 'prom-client';
 import { afterEach, describe, expect, it } from 'vitest';
 import type { IssuedPair } from '../certs/issue.js';
+import { KubeletVolume, externalContents, type ExternalGeneration } from './helpers/tls-volume.js';
 import { CertManager } from '../certs/manager.js';
 import { MutualTlsTransport } from '../server/tls.js';
 import {
@@ -24,43 +25,13 @@ import {
   writeExternal,
 } from './helpers/certs-fixtures.js';
 
-const FILES = ['ca.crt', 'server.crt', 'server.key', 'client.crt', 'client.key'] as const;
 const cleanups: Array<() => Promise<void> | void> = [];
 afterEach(async () => {
   while (cleanups.length) await cleanups.pop()!();
 });
 
-interface Generation {
-  caPem: string;
-  server: IssuedPair;
-  client: IssuedPair;
-}
-
-async function generation(ca: TestCa, caPem = ca.certPem): Promise<Generation> {
+async function generation(ca: TestCa, caPem = ca.certPem): Promise<ExternalGeneration> {
   return { caPem, server: await leaf(ca, 'server'), client: await leaf(ca, 'client') };
-}
-
-function contents(g: Generation): Record<(typeof FILES)[number], string> {
-  return { 'ca.crt': g.caPem, 'server.crt': g.server.certPem, 'server.key': g.server.keyPem, 'client.crt': g.client.certPem, 'client.key': g.client.keyPem };
-}
-
-/** The layout kubelet gives a projected secret volume: a timestamped dir, `..data` -> it, file symlinks through `..data`. */
-class KubeletVolume {
-  private current = '';
-  private n = 0;
-  constructor(readonly dir: string) {}
-
-  /** Publishes a new generation exactly as kubelet's atomic writer does. */
-  publish(g: Generation): void {
-    const stamped = `..2026_01_02_03_04_05.${String(++this.n).padStart(9, '0')}`;
-    mkdirSync(join(this.dir, stamped));
-    for (const [name, text] of Object.entries(contents(g))) writeFileSync(join(this.dir, stamped, name), text, { mode: 0o600 });
-    symlinkSync(stamped, join(this.dir, '..data_tmp'));
-    renameSync(join(this.dir, '..data_tmp'), join(this.dir, '..data'));
-    if (!this.current) for (const name of FILES) symlinkSync(join('..data', name), join(this.dir, name));
-    else rmSync(join(this.dir, this.current), { recursive: true, force: true });
-    this.current = stamped;
-  }
 }
 
 async function relayOn(dir: string, registry = new Registry()): Promise<{ manager: CertManager; served: Served; registry: Registry }> {
@@ -87,7 +58,7 @@ describe('certificate rotation under a running server', () => {
     cleanups.push(() => dir.remove());
     const volume = new KubeletVolume(dir.path);
     const first = await generation(ca);
-    volume.publish(first);
+    volume.publish(externalContents(first));
     const { manager, served } = await relayOn(dir.path);
     expect(await serverSerialSeen(served.port, first.client)).toBe(serialOf(first.server.certPem));
 
@@ -103,7 +74,7 @@ describe('certificate rotation under a running server', () => {
     expect(await callOn()).toBe('hello again');
 
     const second = await generation(ca);
-    volume.publish(second);
+    volume.publish(externalContents(second));
     await waitFor(async () => (await serverSerialSeen(served.port, first.client)) === serialOf(second.server.certPem), 'the new server serial in a new handshake', 2000);
     expect(manager.current().generation).toBe(2);
     expect(await callOn()).toBe('hello again');
@@ -129,7 +100,7 @@ describe('certificate rotation under a running server', () => {
     const dir = tempDir();
     cleanups.push(() => dir.remove());
     const volume = new KubeletVolume(dir.path);
-    volume.publish(await generation(oldCa));
+    volume.publish(externalContents(await generation(oldCa)));
     const { manager, served, registry } = await relayOn(dir.path);
     const both = oldCa.certPem + newCaPair.certPem;
     const oldClient = consumerWith(both, await leaf(oldCa, 'client'));
@@ -137,13 +108,13 @@ describe('certificate rotation under a running server', () => {
     expect(await callEcho(oldClient, 'localhost', served.port)).toMatchObject({ ok: true });
 
     // stage 1: trust both, serve leaves from the new CA
-    volume.publish(await generation(newCaPair, both));
+    volume.publish(externalContents(await generation(newCaPair, both)));
     await waitFor(() => manager.current().generation === 2, 'stage 1', 2000);
     expect(await callEcho(oldClient, 'localhost', served.port)).toMatchObject({ ok: true });
     expect(await callEcho(newClient, 'localhost', served.port)).toMatchObject({ ok: true });
 
     // stage 2: drop the old CA
-    volume.publish(await generation(newCaPair));
+    volume.publish(externalContents(await generation(newCaPair)));
     await waitFor(() => manager.current().generation === 3, 'stage 2', 2000);
     expect(await callEcho(newClient, 'localhost', served.port)).toMatchObject({ ok: true });
     expect(await callEcho(oldClient, 'localhost', served.port, 3000)).toMatchObject({ ok: false });

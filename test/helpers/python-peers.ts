@@ -100,6 +100,9 @@ export interface ConsumerOptions {
   count?: number;
   timeoutSeconds?: number;
   healthcheck?: number;
+  /** mutual TLS from tlsDir/ca.crt, client.crt, client.key (Python's own TLS stack) */
+  tlsDir?: string;
+  serverName?: string;
 }
 
 export interface ConsumerResult {
@@ -116,6 +119,8 @@ export async function runPythonConsumer(opts: ConsumerOptions): Promise<Consumer
   if (opts.count !== undefined) args.push('--count', String(opts.count));
   if (opts.timeoutSeconds !== undefined) args.push('--timeout', String(opts.timeoutSeconds));
   if (opts.healthcheck !== undefined) args.push('--healthcheck', String(opts.healthcheck));
+  if (opts.tlsDir !== undefined) args.push('--tls-dir', opts.tlsDir);
+  if (opts.serverName !== undefined) args.push('--server-name', opts.serverName);
   const r = await run(args, await pythonEnv());
   const result: ConsumerResult = { code: r.code, events: [], stderr: r.stderr };
   for (const line of r.stdout.split('\n')) {

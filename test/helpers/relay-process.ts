@@ -32,6 +32,8 @@ export interface StartOptions {
   env?: NodeJS.ProcessEnv;
   /** where pino writes: 'stdout' (default) or 'stderr' when stdout export is on */
   logStream?: 'stdout' | 'stderr';
+  /** how long the relay may take to serve (default 30 s: a loaded CI machine is slow) */
+  startTimeoutMs?: number;
 }
 
 export async function startRelayProcess(opts: StartOptions = {}): Promise<RelayProcess> {
@@ -89,12 +91,18 @@ export async function startRelayProcess(opts: StartOptions = {}): Promise<RelayP
     });
   };
 
-  const started = await Promise.race([
-    waitForLog((l) => l.msg === 'relay serving feeder.LogService', 15_000),
-    exited.then(([code]) => {
-      throw new Error(`relay exited with ${code} before serving: ${stderrText.join('\n')}`);
-    }),
-  ]);
+  let started: LogLine;
+  try {
+    started = await Promise.race([
+      waitForLog((l) => l.msg === 'relay serving feeder.LogService', opts.startTimeoutMs ?? 30_000),
+      exited.then(([code]) => {
+        throw new Error(`relay exited with ${code} before serving: ${stderrText.join('\n')}`);
+      }),
+    ]);
+  } catch (err) {
+    proc.kill('SIGKILL'); // never leave a relay behind a failed start
+    throw err;
+  }
   const httpLine = logs.find((l) => l.msg === 'serving /metrics, /healthz and /readyz');
   const grpcPort = Number(started.port);
   const httpPort = Number(httpLine?.port ?? 0);

@@ -45,9 +45,19 @@ def main():
     parser.add_argument("--count", type=int, default=0)
     parser.add_argument("--timeout", type=float, default=0)
     parser.add_argument("--healthcheck", type=int)
+    parser.add_argument("--tls-dir", help="mutual TLS from DIR/ca.crt, DIR/client.crt, DIR/client.key")
+    parser.add_argument("--server-name", help="name to verify the server certificate against")
     args = parser.parse_args()
 
-    channel = grpc.insecure_channel(args.target)
+    if args.tls_dir:
+        def read(name):
+            with open(f"{args.tls_dir}/{name}", "rb") as f:
+                return f.read()
+        creds = grpc.ssl_channel_credentials(read("ca.crt"), read("client.key"), read("client.crt"))
+        options = [("grpc.ssl_target_name_override", args.server_name)] if args.server_name else []
+        channel = grpc.secure_channel(args.target, creds, options)
+    else:
+        channel = grpc.insecure_channel(args.target)
     stub = pb_grpc.LogServiceStub(channel)
     out = queue.Queue()
     calls = []
