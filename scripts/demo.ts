@@ -39,6 +39,8 @@ function freePort(): Promise<number> {
   });
 }
 
+process.stdout.on('error', () => process.exit(0)); // `npm run demo | head`
+
 function say(who: string, text: string): void {
   process.stdout.write(`${`[${who}]`.padEnd(11)}${text}\n`);
 }
@@ -77,6 +79,7 @@ export async function runDemo(argv: string[]): Promise<number> {
     throw err;
   }
   const dir = mkdtempSync(join(tmpdir(), 'kubearmor-relay-demo-'));
+  process.once('exit', () => rmSync(dir, { recursive: true, force: true })); // the CA key must not outlive the demo
   const cleanups: (() => Promise<void> | void)[] = [() => rmSync(dir, { recursive: true, force: true })];
   const cleanup = async () => {
     for (const c of cleanups.reverse()) await c();
@@ -124,6 +127,8 @@ export async function runDemo(argv: string[]): Promise<number> {
       { stdio: ['ignore', 'pipe', 'inherit'], env: { ...process.env, KUBEARMOR_SERVICE: '' } },
     );
     const relayExit = new Promise<number | null>((resolve) => relay.once('exit', (code) => resolve(code)));
+    // However the demo ends (Ctrl-C, `| head` closing stdout, a crash), the relay goes too.
+    process.once('exit', () => relay.kill('SIGTERM'));
     cleanups.push(async () => {
       if (relay.exitCode === null) relay.kill('SIGTERM');
       await relayExit;
