@@ -2,6 +2,7 @@
 // serves all three stream kinds from the hub. Responses are the node daemons' bytes,
 // passed through an identity serializer: the relay never re-encodes an event.
 import * as grpc from '@grpc/grpc-js';
+import { createStreamWriter } from './batch-writer.js';
 import type { Hub } from './hub.js';
 import { KINDS, methodPath, type KindSpec } from './kinds.js';
 import type { Logger } from './logger.js';
@@ -68,12 +69,10 @@ export class LogService {
     }
     const channel = this.hub.channels[spec.kind];
     const peer = call.getPeer();
-    const sub = channel.subscribe(`${peer} ${spec.method}`, {
-      write: (bytes) => call.write(bytes),
-      onDrain: (cb) => call.on('drain', cb),
-    });
+    const writer = createStreamWriter(call);
+    const sub = channel.subscribe(`${peer} ${spec.method}`, writer);
     this.calls.add(call);
-    this.logger.info({ kind: spec.kind, client: peer, filter, clients: channel.subscribers.size }, 'client joined');
+    this.logger.info({ kind: spec.kind, client: peer, filter, clients: channel.subscribers.size, writer: writer.mode }, 'client joined');
     let left = false;
     const leave = (why: string) => {
       if (left) return;

@@ -58,6 +58,12 @@ describe('relay with two node daemons', () => {
     }
   });
 
+  it('writes to consumers through the batching writer, not the per-event fallback', () => {
+    const joined = relay.logs.filter((l) => l.msg === 'client joined');
+    expect(joined.length).toBeGreaterThan(0);
+    for (const l of joined) expect(l.writer).toBe('batched');
+  });
+
   it('answers HealthCheck with the nonce it was sent', async () => {
     expect(await rawHealthCheck(relay.target, 123456789)).toBe(123456789);
   });
