@@ -1,4 +1,5 @@
 // The relay's flags: names, defaults and checks in one table. `--help` is generated from it.
+import { HUB_DEFAULTS } from './hub.js';
 import { UsageError, checks, parseFlags, type FlagTable, type ParsedFlags } from './flags.js';
 
 const LOG_LEVELS = ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'];
@@ -17,19 +18,19 @@ export const RELAY_FLAGS = {
   },
   clientQueueSize: {
     type: 'int',
-    default: 4096,
+    default: HUB_DEFAULTS.queue.maxEvents,
     help: 'events a consumer may have waiting before the relay drops for that consumer',
     check: checks.atLeast(1),
   },
   clientQueueBytes: {
     type: 'int',
-    default: 8 * 1024 * 1024,
+    default: HUB_DEFAULTS.queue.maxBytes,
     help: 'bytes a consumer may have waiting before the relay drops for that consumer',
     check: checks.atLeast(65536),
   },
   stallTimeout: {
     type: 'duration',
-    default: '2s',
+    default: `${HUB_DEFAULTS.stallMs}ms`,
     help: 'how long every consumer of a kind may be full (reads from nodes paused) before the full ones are treated as stalled and dropped for',
   },
   tlsEnabled: { type: 'bool', default: false, help: 'mutual TLS toward consumers and node daemons' },

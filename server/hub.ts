@@ -39,7 +39,7 @@ export interface HubOptions {
 }
 
 export const HUB_DEFAULTS = {
-  queue: { maxEvents: 4096, maxBytes: 8 * 1024 * 1024 },
+  queue: { maxEvents: 1024, maxBytes: 1024 * 1024 },
   stallMs: 2000,
   dropReportMs: 10_000,
 } as const;

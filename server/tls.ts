@@ -122,6 +122,11 @@ export class MutualTlsTransport implements Transport {
       rejectUnauthorized: false,
       ALPNProtocols: ALPN,
       handshakeTimeout: HANDSHAKE_TIMEOUT_MS,
+      // as grpc-js does for its own sockets: events are small writes that must not wait
+      // for Nagle; TCP keepalive notices consumers whose host vanished
+      noDelay: true,
+      keepAlive: true,
+      keepAliveInitialDelay: 30_000,
     });
     const injector = server.createConnectionInjector(grpc.ServerCredentials.createInsecure());
     const onChange = (material: TlsMaterial): void => {
