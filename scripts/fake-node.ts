@@ -20,7 +20,7 @@ import * as grpc from '@grpc/grpc-js';
 import { HealthImplementation } from 'grpc-health-check';
 import { KINDS, type Kind, type KindSpec } from '../server/kinds.js';
 import { decodeNonce, decodeRequest, encodeReply, SERVICE } from '../server/proto.js';
-import { checks, HelpRequested, parseFlags, UsageError, type FlagTable, type ParsedFlags } from '../server/flags.js';
+import { checks, parseOrExit, type FlagTable } from '../server/flags.js';
 import { PlaintextTransport, formatHostPort, type Listening, type Transport } from '../server/transport.js';
 import { TOOL_TLS_FLAGS, toolTransport, type ToolTransport } from './tool-tls.js';
 import { createEventSource, encodeEvent, type EventObject } from './events.js';
@@ -333,24 +333,6 @@ const FLAGS = {
   'json-summary': { type: 'bool', default: false, help: 'on exit, print {"sent":{...},"healthChecks":N} as one JSON line on stdout' },
 } satisfies FlagTable;
 
-/** The parsed flags, or the exit code when parsing ended the run (usage error: 2, help: 0). */
-function parseOrExit(argv: string[], out: (l: string) => void, err: (l: string) => void): ParsedFlags<typeof FLAGS> | number {
-  try {
-    const flags = parseFlags(argv, FLAGS, { command: 'fake-node', summary: 'Simulates a KubeArmor node daemon (feeder.LogService) with generated events.' });
-    if (flags._.length > 0) throw new UsageError(`unexpected argument: ${flags._[0]}`);
-    return flags;
-  } catch (e) {
-    if (e instanceof HelpRequested) {
-      out(e.text);
-      return 0;
-    }
-    if (e instanceof UsageError) {
-      err(`fake-node: ${e.message}`);
-      return 2;
-    }
-    throw e;
-  }
-}
 
 export interface RunDeps {
   /** the TLS seam: main wires --tlsCertPath into a Transport here */
@@ -365,7 +347,7 @@ export interface RunDeps {
 export async function runFakeNode(argv: string[], deps: RunDeps = {}): Promise<number> {
   const out = deps.stdout ?? ((l: string) => process.stdout.write(`${l}\n`));
   const err = deps.stderr ?? ((l: string) => process.stderr.write(`${l}\n`));
-  const flags = parseOrExit(argv, out, err);
+  const flags = parseOrExit(argv, FLAGS, { command: 'fake-node', summary: 'Simulates a KubeArmor node daemon (feeder.LogService) with generated events.' }, { out, err });
   if (typeof flags === 'number') return flags;
 
   let node: FakeNode;

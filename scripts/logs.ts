@@ -8,7 +8,7 @@
 import * as grpc from '@grpc/grpc-js';
 import { randomInt } from 'node:crypto';
 import { Backoff, BACKOFF_DEFAULTS, type BackoffOptions } from '../server/backoff.js';
-import { checks, HelpRequested, parseFlags, parseHostPort, UsageError, type FlagTable, type ParsedFlags } from '../server/flags.js';
+import { checks, parseHostPort, parseOrExit, type FlagTable, type ParsedFlags } from '../server/flags.js';
 import { KIND_BY_NAME, methodPath, type Kind } from '../server/kinds.js';
 import { decodeReply, decodeToObject, inDeclarationOrder, toJsonLine, encodeNonce, encodeRequest, SERVICE, type EventObject } from '../server/proto.js';
 import { PlaintextTransport, type Transport } from '../server/transport.js';
@@ -113,6 +113,10 @@ export function watch(opts: WatchOptions): WatchHandle {
     // A new client per session, so rotated credentials are picked up on redial.
     const client = new grpc.Client(opts.target, transport.channelCredentials(host!), {
       'grpc.max_receive_message_length': MAX_RECEIVE_BYTES,
+      // One connection carries every stream we watch: a 1 MiB receive window (default
+      // 64 KiB for the whole connection) rides out a busy moment here without the relay
+      // having to hold our events back.
+      'grpc-node.flow_control_window': 1024 * 1024,
       ...transport.channelOptions?.(host!),
       ...opts.channelOptions,
     });
@@ -243,23 +247,6 @@ export interface LogsDeps {
   backoff?: BackoffOptions;
 }
 
-function parseOrExit(argv: string[], env: NodeJS.ProcessEnv, out: (l: string) => void, err: (l: string) => void): LogsFlags | number {
-  try {
-    const flags = parseFlags(argv, FLAGS, { command: 'logs', summary: 'Prints KubeArmor alerts, logs and messages from a relay, like `karmor logs`, reconnecting when it goes away.' }, env);
-    if (flags._.length > 0) throw new UsageError(`unexpected argument: ${flags._[0]}`);
-    return flags;
-  } catch (e) {
-    if (e instanceof HelpRequested) {
-      out(e.text);
-      return 0;
-    }
-    if (e instanceof UsageError) {
-      err(`logs: ${e.message}`);
-      return 2;
-    }
-    throw e;
-  }
-}
 
 /** The streams karmor opens for a --logFilter (and whether messages were asked for). */
 export function streamsFor(logFilter: string, messages: boolean): StreamSpec[] {
@@ -281,7 +268,7 @@ function selected(flags: LogsFlags, kind: Kind, obj: EventObject): boolean {
 export async function runLogs(argv: string[], deps: LogsDeps = {}): Promise<number> {
   const out = deps.stdout ?? ((l: string) => process.stdout.write(`${l}\n`));
   const err = deps.stderr ?? ((l: string) => process.stderr.write(`${l}\n`));
-  const flags = parseOrExit(argv, deps.env ?? process.env, out, err);
+  const flags = parseOrExit(argv, FLAGS, { command: 'logs', summary: 'Prints KubeArmor alerts, logs and messages from a relay, like `karmor logs`, reconnecting when it goes away.' }, { out, err }, deps.env ?? process.env);
   if (typeof flags === 'number') return flags;
 
   let tls: ToolTransport | undefined;

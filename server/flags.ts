@@ -214,3 +214,32 @@ export const checks = {
     return badEntry === undefined ? undefined : `malformed entry ${JSON.stringify(badEntry)}`;
   },
 };
+
+/**
+ * For subcommands: the parsed flags, or the exit code when parsing ended the run (help
+ * printed: 0; usage error printed as one line naming the flag: 2). Positional arguments
+ * are usage errors.
+ */
+export function parseOrExit<T extends FlagTable>(
+  argv: readonly string[],
+  table: T,
+  help: { command: string; summary: string },
+  io: { out: (line: string) => void; err: (line: string) => void },
+  env: NodeJS.ProcessEnv = process.env,
+): ParsedFlags<T> | number {
+  try {
+    const flags = parseFlags(argv, table, help, env);
+    if (flags._.length > 0) throw new UsageError(`unexpected argument: ${flags._[0]}`);
+    return flags;
+  } catch (e) {
+    if (e instanceof HelpRequested) {
+      io.out(e.text);
+      return 0;
+    }
+    if (e instanceof UsageError) {
+      io.err(`${help.command}: ${e.message}`);
+      return 2;
+    }
+    throw e;
+  }
+}
