@@ -28,6 +28,7 @@ import { fileURLToPath } from 'node:url';
 import { runCerts } from '../certs/cli.js';
 import { HelpRequested, parseFlags, UsageError, type FlagTable } from '../server/flags.js';
 import type { Kind } from '../server/kinds.js';
+import { eventually } from './eventually.js';
 import { Child, cpuSeconds, Histogram, memory } from './bench-ipc.js';
 import type { ConsumerSetup, ConsumerStats } from './bench-consumer.js';
 import type { NodeSetup, NodeStats } from './bench-node.js';
@@ -128,19 +129,8 @@ function sleep(ms: number): Promise<void> {
   return new Promise((r) => setTimeout(r, ms));
 }
 
-async function waitFor<T>(what: string, timeoutMs: number, check: () => Promise<T | undefined | false> | T | undefined | false): Promise<T> {
-  const deadline = Date.now() + timeoutMs;
-  let last: unknown;
-  for (;;) {
-    try {
-      const v = await check();
-      if (v !== undefined && v !== false) return v;
-    } catch (err) {
-      last = err;
-    }
-    if (Date.now() > deadline) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}${last ? `: ${String(last)}` : ''}`);
-    await sleep(100);
-  }
+function waitFor<T>(what: string, timeoutMs: number, check: () => Promise<T | undefined | false> | T | undefined | false): Promise<T> {
+  return eventually(check, timeoutMs, what);
 }
 
 async function freePort(): Promise<number> {

@@ -43,7 +43,4 @@ export function collect(target: string, streams: readonly StreamSpec[]): Collect
   };
 }
 
-/** Polls a condition (no timing assertion: the test's own timeout bounds it). */
-export async function eventually(check: () => boolean, everyMs = 10): Promise<void> {
-  while (!check()) await new Promise((r) => setTimeout(r, everyMs));
-}
+export { eventually } from '../../scripts/eventually.js';

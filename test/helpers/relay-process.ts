@@ -140,21 +140,7 @@ export function metricValue(text: string, name: string, labels: Record<string, s
   return undefined;
 }
 
-/** Waits for a condition that other processes make true; polls gently, for tests only. */
-export async function eventually<T>(check: () => Promise<T | undefined | false> | T | undefined | false, timeoutMs = 10_000, what = 'condition'): Promise<T> {
-  const deadline = Date.now() + timeoutMs;
-  let last: unknown;
-  for (;;) {
-    try {
-      const v = await check();
-      if (v !== undefined && v !== false) return v;
-    } catch (err) {
-      last = err;
-    }
-    if (Date.now() > deadline) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}${last ? `: ${String(last)}` : ''}`);
-    await new Promise((r) => setTimeout(r, 100));
-  }
-}
+export { eventually } from '../../scripts/eventually.js';
 
 /** A port that was free a moment ago on 127.0.0.1 (for a daemon started after its dialer). */
 export async function freePort(): Promise<number> {
