@@ -101,7 +101,7 @@ export function verifyPeer(leaf: X509Certificate | undefined, bundle: readonly X
 function checkName(leaf: X509Certificate, host: string | undefined, what: string): Failure | undefined {
   if (host === undefined || host === '') return undefined;
   const bare = host.replace(/^\[(.*)\]$/, '$1');
-  const matched = isIP(bare) ? leaf.checkIP(bare) : leaf.checkHost(bare);
+  const matched = isIP(bare) ? leaf.checkIP(bare) : leaf.checkHost(bare, { subject: 'never' }); // SANs only, as Go: never the subject CN
   if (matched !== undefined) return undefined;
   return {
     ok: false,

@@ -88,7 +88,7 @@ export async function startApp(flags: RelayFlags, env: NodeJS.ProcessEnv, logger
       kubeconfig: flags.kubeconfig || undefined,
       namespace: flags.discoveryNamespace || undefined,
       labelSelector: flags.discoveryLabelSelector,
-      port: flags.gRPCPort || 32767,
+      port: flags.nodePort,
       logger: logger.child({ component: 'discovery' }),
       ipNames,
       onTargets: (targets) => relay.upstreams.setTargets('kubernetes', targets),

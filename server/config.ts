@@ -31,6 +31,7 @@ export const RELAY_FLAGS = {
   stallTimeout: {
     type: 'duration',
     default: `${HUB_DEFAULTS.stallMs}ms`,
+    check: checks.atLeast(100),
     help: 'how long every consumer of a kind may be full (reads from nodes paused) before the full ones are treated as stalled and dropped for',
   },
   tlsEnabled: { type: 'bool', default: false, help: 'mutual TLS toward consumers and node daemons' },
@@ -44,6 +45,7 @@ export const RELAY_FLAGS = {
   discovery: { type: 'bool', default: false, defaultText: 'true in a cluster or with --kubeconfig, else false', help: 'find node daemons through the Kubernetes API' },
   kubeconfig: { type: 'string', default: '', form: 'FILE', help: 'kubeconfig for discovery outside a cluster (in-cluster config otherwise)' },
   discoveryNamespace: { type: 'string', default: '', help: 'namespace of node daemon pods (empty: all namespaces)' },
+  nodePort: { type: 'port', default: 32767, help: 'gRPC port of node daemons found by discovery' },
   discoveryLabelSelector: { type: 'string', default: 'kubearmor-app=kubearmor', help: 'label selector of node daemon pods' },
   enrichRemoteHost: { type: 'bool', default: false, defaultText: 'same as --discovery', help: 'append remotehost=pod/ns/name|svc/ns/name to network logs' },
   reencode: { type: 'bool', default: false, help: 'decode and re-encode every event instead of forwarding the node\'s bytes (what a naive relay does; for benchmarks)' },

@@ -7,7 +7,7 @@
 import { Counter, Gauge, Registry, collectDefaultMetrics } from 'prom-client';
 import type { Kind } from './kinds.js';
 
-export type DropReason = 'queue_full' | 'no_consumer';
+export type DropReason = 'queue_full' | 'no_consumer' | 'malformed';
 
 /** A per-event count that is folded into its counter at scrape time. */
 export interface Tally {
@@ -35,6 +35,11 @@ class TalliedCounter<L extends string> {
         }
       },
     });
+  }
+
+  /** Forgets a label set (its series disappears from /metrics). */
+  remove(labels: Record<L, string>): void {
+    if (this.tallies.delete(JSON.stringify(labels))) this.counter.remove(labels);
   }
 
   /** The tally for one label set; the same object for the same labels, so callers cache it. */
@@ -100,7 +105,7 @@ export function createMetrics(registry: Registry = new Registry()): RelayMetrics
     dropped: new TalliedCounter(
       registry,
       'kubearmor_relay_events_dropped_total',
-      'Events not delivered. queue_full: one consumer was behind and its queue was full (one per event per consumer); no_consumer: nobody was subscribed to the kind',
+      'Events not delivered. queue_full: one consumer was behind and its queue was full (one per event per consumer); no_consumer: nobody was subscribed to the kind; malformed: node bytes stdout export could not decode',
       ['kind', 'reason'],
     ),
     upstreamConnected: new Gauge({

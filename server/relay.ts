@@ -97,7 +97,7 @@ export class Relay {
     if (opts.httpPort !== 0) {
       this.http = await startHttp({ host: opts.listenAddress, port: opts.httpPort, registry: this.metrics.registry, ready: () => this.ready, logger: opts.logger });
     }
-    if (opts.stdoutKinds.length > 0) this.stdout = new StdoutExporter(this.hub, opts.stdoutKinds);
+    if (opts.stdoutKinds.length > 0) this.stdout = new StdoutExporter(this.hub, opts.stdoutKinds, this.metrics);
     this.listening = await opts.transport.serve(this.server, opts.listenAddress, opts.grpcPort);
     this.health.setStatus('', 'SERVING');
     this.health.setStatus('feeder.LogService', 'SERVING');
@@ -119,8 +119,9 @@ export class Relay {
     this.health.setStatus('feeder.LogService', 'NOT_SERVING');
     await this.listening?.close();
     this.upstreams.close();
-    this.logService.endAll('relay shutting down; reconnect');
-    await new Promise<void>((resolve) => {
+    // GOAWAY first (tryShutdown), so a consumer reconnecting after UNAVAILABLE goes to a
+    // new connection, i.e. another replica, not back to this one.
+    const drained = new Promise<void>((resolve) => {
       const timer = setTimeout(() => {
         this.server.forceShutdown();
         resolve();
@@ -130,6 +131,8 @@ export class Relay {
         resolve();
       });
     });
+    this.logService.endAll('relay shutting down; reconnect');
+    await drained;
     await this.stdout?.close();
     this.hub.close();
     await this.http?.close();

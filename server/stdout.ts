@@ -4,6 +4,7 @@
 import { createWriteStream, type WriteStream } from 'node:fs';
 import type { Hub, Subscriber } from './hub.js';
 import { KINDS, type KindSpec } from './kinds.js';
+import type { RelayMetrics } from './metrics.js';
 import { toJsonLine } from './proto.js';
 
 export class StdoutExporter {
@@ -11,15 +12,26 @@ export class StdoutExporter {
   private readonly subs: Subscriber[] = [];
 
   /** `fd` 1 in production; tests may pass another descriptor. */
-  constructor(hub: Hub, kinds: readonly KindSpec[], fd = 1) {
+  constructor(hub: Hub, kinds: readonly KindSpec[], metrics: RelayMetrics, fd = 1) {
     // An fs stream, not process.stdout: writes to a pipe through process.stdout are
     // synchronous on Linux and would block the event loop behind a slow reader.
     this.out = createWriteStream('', { fd, autoClose: false, highWaterMark: 256 * 1024 });
     this.out.on('error', () => {}); // a closed stdout must not crash the relay
     for (const spec of kinds) {
+      const malformed = metrics.dropped.tally({ kind: spec.kind, reason: 'malformed' });
       this.subs.push(
         hub.channels[spec.kind].subscribe(`stdout ${spec.method}`, {
-          write: (bytes) => this.out.write(`${toJsonLine(spec.type, bytes)}\n`),
+          write: (bytes) => {
+            let line: string;
+            try {
+              line = toJsonLine(spec.type, bytes);
+            } catch {
+              // bytes a node sent that do not decode: counted, never a crash
+              malformed.n++;
+              return true;
+            }
+            return this.out.write(`${line}\n`);
+          },
           onDrain: (cb) => this.out.on('drain', cb),
         }),
       );

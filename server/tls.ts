@@ -239,6 +239,9 @@ export class MutualTlsTransport implements Transport {
       secureContext = tls.createSecureContext({ key: identity.keyPem, cert: identity.certPem, minVersion: MIN_VERSION });
       this.clientContexts.set(material, secureContext);
     }
+    // A node whose host vanished sends nothing, not even a reset: TCP keepalive notices it
+    // long before our gRPC pings may (grpc-go daemons allow one every 5 minutes).
+    socket.setKeepAlive(true, 30_000);
     return new Promise((resolve, reject) => {
       const tlsSocket = tls.connect({
         socket,

@@ -33,9 +33,9 @@ export interface UpstreamOptions {
 const identity = (b: Buffer): Buffer => b;
 
 // grpc-go node daemons send GOAWAY too_many_pings to clients pinging more often than every
-// 5 minutes; dead nodes are noticed through stream errors, the daemons' own pings and TCP
-// keepalive instead.
-const NODE_KEEPALIVE_MS = 10 * 60 * 1000;
+// 5 minutes, so our own pings stay just above that; a node whose host vanished is noticed
+// sooner through stream errors and, over TLS, TCP keepalive on the dialed socket.
+const NODE_KEEPALIVE_MS = 6 * 60 * 1000;
 
 export class Upstream {
   private readonly backoff: Backoff;
@@ -76,7 +76,9 @@ export class Upstream {
     clearTimeout(this.retryTimer);
     for (const off of this.unlistenFlow) off();
     this.teardown();
+    // a node that left (pod deleted, IP changed) leaves no series behind
     this.opts.metrics.upstreamConnected.remove({ node: this.address });
+    for (const spec of KINDS) this.opts.metrics.received.remove({ kind: spec.kind, node: this.address });
   }
 
   private async connect(): Promise<void> {
@@ -117,7 +119,14 @@ export class Upstream {
         { deadline: Date.now() + this.opts.healthTimeoutMs },
         (err, reply) => {
           if (err) return reject(new Error(err.details || err.message));
-          const retval = decodeReply(reply!);
+          // A malformed reply must fail this node's session, not the relay (this runs
+          // outside any try, from grpc-js's callback).
+          let retval: number;
+          try {
+            retval = decodeReply(reply!);
+          } catch (e) {
+            return reject(new Error(`HealthCheck reply is not a ReplyMessage: ${(e as Error).message}`));
+          }
           if (retval !== nonce) return reject(new Error(`HealthCheck answered ${retval}, expected nonce ${nonce}`));
           resolve();
         },

@@ -3,9 +3,10 @@
 import { spawnSync } from 'node:child_process';
 import { afterEach, describe, expect, it } from 'vitest';
 import { startFakeNode, type FakeNode } from '../scripts/fake-node.js';
-import { decodeToObject, types } from '../server/proto.js';
+import { decodeNonce, decodeToObject, encodeReply, types } from '../server/proto.js';
 import { MAIN, eventually, freePort, metricValue, startRelayProcess, type RelayProcess } from './helpers/relay-process.js';
-import { rawWatch, type RawWatch } from './helpers/raw-client.js';
+import * as grpc from '@grpc/grpc-js';
+import { rawHealthCheck, rawWatch, type RawWatch } from './helpers/raw-client.js';
 
 const cleanups: (() => Promise<unknown> | unknown)[] = [];
 afterEach(async () => {
@@ -54,6 +55,38 @@ describe('node daemons that go away', () => {
     const relay = await relayWith(['--nodes=127.0.0.1:1']);
     await relay.waitForLog((l) => l.msg === 'node unreachable' && l.node === '127.0.0.1:1');
     expect(metricValue(await relay.metrics(), 'kubearmor_relay_upstream_connected', { node: '127.0.0.1:1' })).toBe(0);
+  });
+});
+
+/** A LogService that sends `event` on every watch; HealthCheck echoes, or answers `healthReply`. */
+function garbageNode(event: Buffer, healthReply?: Buffer): Promise<{ target: string; close(): void }> {
+  return garbageNodeOn(0, event, healthReply);
+}
+
+async function garbageNodeOn(bindPort: number, event: Buffer, healthReply?: Buffer): Promise<{ target: string; close(): void }> {
+  const server = new grpc.Server();
+  const id = (b: Buffer) => b;
+  const method = (name: string, responseStream: boolean) => ({ path: `/feeder.LogService/${name}`, requestStream: false, responseStream, requestSerialize: id, requestDeserialize: id, responseSerialize: id, responseDeserialize: id });
+  server.addService(
+    { HealthCheck: method('HealthCheck', false), WatchAlerts: method('WatchAlerts', true), WatchLogs: method('WatchLogs', true), WatchMessages: method('WatchMessages', true) },
+    {
+      HealthCheck: (call: grpc.ServerUnaryCall<Buffer, Buffer>, cb: grpc.sendUnaryData<Buffer>) => cb(null, healthReply ?? encodeReply(decodeNonce(call.request))),
+      WatchAlerts: (call: grpc.ServerWritableStream<Buffer, Buffer>) => call.write(event),
+      WatchLogs: (call: grpc.ServerWritableStream<Buffer, Buffer>) => call.write(event),
+      WatchMessages: (call: grpc.ServerWritableStream<Buffer, Buffer>) => call.write(event),
+    },
+  );
+  const port = await new Promise<number>((resolve, reject) => server.bindAsync(`127.0.0.1:${bindPort}`, grpc.ServerCredentials.createInsecure(), (err, p) => (err ? reject(err) : resolve(p))));
+  return { target: `127.0.0.1:${port}`, close: () => server.forceShutdown() };
+}
+
+describe('node daemons that send garbage', () => {
+  it('keeps running when a node answers HealthCheck with bytes that do not decode', async () => {
+    const bad = track(await garbageNode(Buffer.from([0x08]), Buffer.from([0x08])));
+    const relay = await relayWith([`--nodes=${bad.target}`]);
+    await relay.waitForLog((l) => l.msg === 'node unreachable' && String(l.reason).includes('HealthCheck reply'));
+    expect(relay.proc.exitCode).toBeNull();
+    expect(await rawHealthCheck(relay.target, 5)).toBe(5);
   });
 });
 
@@ -129,5 +162,16 @@ describe('stdout export', () => {
     expect(Object.keys(printed[0]!)).toEqual(declared);
     expect(printed[0]).toHaveProperty('EventData');
     expect(relay.logs.some((l) => l.msg === 'relay serving feeder.LogService')).toBe(true);
+  });
+
+  it('counts an event that does not decode as malformed instead of crashing', async () => {
+    const port = await freePort();
+    const relay = await relayWith([`--nodes=127.0.0.1:${port}`], { ENABLE_STDOUT_LOGS: 'true' }, 'stderr');
+    await eventually(async () => metricValue(await relay.metrics(), 'kubearmor_relay_clients', { kind: 'log' }) === 1, 10_000, 'the stdout consumer');
+    const bad = await garbageNodeOn(port, Buffer.from([0x08])); // a truncated varint: not a Log
+    cleanups.push(() => bad.close());
+    await eventually(async () => (metricValue(await relay.metrics(), 'kubearmor_relay_events_dropped_total', { kind: 'log', reason: 'malformed' }) ?? 0) >= 1, 15_000, 'the malformed count');
+    expect(relay.proc.exitCode).toBeNull();
+    expect(relay.stdoutLines).toHaveLength(0);
   });
 });
