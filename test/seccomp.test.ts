@@ -281,7 +281,7 @@ describe('the relay confined by the profile', () => {
     const port = await freePort();
     api.put('pods', pod('kubearmor', 'kubearmor-abcde', { labels: { 'kubearmor-app': 'kubearmor' }, ip: '127.0.0.2' }));
     api.put('services', service('default', 'web', '10.96.0.10'));
-    const relay = await confinedRelay({ args: [`--kubeconfig=${kubeconfig}`, `--gRPCPort=${port}`] });
+    const relay = await confinedRelay({ args: [`--kubeconfig=${kubeconfig}`, `--nodePort=${port}`] });
     await relay.waitForLog((l) => l.msg === 'kubearmor node targets changed' && JSON.stringify(l.targets).includes(`127.0.0.2:${port}`), 20_000);
     const w = watchAlerts(relay.target);
     await subscribed(relay);
