@@ -29,6 +29,7 @@ import { runCerts } from '../certs/cli.js';
 import { HelpRequested, parseFlags, UsageError, type FlagTable } from '../server/flags.js';
 import type { Kind } from '../server/kinds.js';
 import { eventually } from './eventually.js';
+import { metricSum } from './prom-text.js';
 import { Child, cpuSeconds, Histogram, memory } from './bench-ipc.js';
 import type { ConsumerSetup, ConsumerStats } from './bench-consumer.js';
 import type { NodeSetup, NodeStats } from './bench-node.js';
@@ -141,19 +142,6 @@ async function freePort(): Promise<number> {
   return port;
 }
 
-/** Sum of every series of a metric whose labels include `labels`. */
-export function metricSum(text: string, name: string, labels: Record<string, string> = {}): number {
-  let sum = 0;
-  for (const line of text.split('\n')) {
-    if (!line.startsWith(name)) continue;
-    const m = /^([a-zA-Z_:][\w:]*)(?:\{([^}]*)\})?\s+(\S+)/.exec(line);
-    if (!m || m[1] !== name) continue;
-    const got: Record<string, string> = {};
-    for (const pair of (m[2] ?? '').matchAll(/(\w+)="((?:[^"\\]|\\.)*)"/g)) got[pair[1]!] = pair[2]!;
-    if (Object.entries(labels).every(([k, v]) => got[k] === v)) sum += Number(m[3]);
-  }
-  return sum;
-}
 
 class RelayProcess {
   private readonly output: string[] = [];

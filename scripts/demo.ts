@@ -18,6 +18,7 @@ import { openMutualTls } from '../server/tls.js';
 import { PlaintextTransport, type Transport } from '../server/transport.js';
 import { startFakeNode, type FakeNode } from './fake-node.js';
 import { watch } from './logs.js';
+import { metricSum } from './prom-text.js';
 
 const FLAGS = {
   seconds: { type: 'int', default: 8, help: 'how long the nodes produce events', check: checks.atLeast(1) },
@@ -61,13 +62,6 @@ async function metricsText(port: number): Promise<string> {
   return res.text();
 }
 
-function sumMetric(text: string, name: string, labelFilter: string): number {
-  let total = 0;
-  for (const line of text.split('\n')) {
-    if (line.startsWith(`${name}{`) && line.includes(labelFilter)) total += Number(line.slice(line.lastIndexOf(' ') + 1));
-  }
-  return total;
-}
 
 export async function runDemo(argv: string[]): Promise<number> {
   let flags;
@@ -182,11 +176,11 @@ export async function runDemo(argv: string[]): Promise<number> {
     say('summary', 'node      sent  received by relay  delivered  lost');
     for (const node of nodes) {
       const sent = KINDS.reduce((s, k) => s + node.sent[k.kind], 0);
-      const received = sumMetric(text, 'kubearmor_relay_events_received_total', `node="${node.target}"`);
+      const received = metricSum(text, 'kubearmor_relay_events_received_total', { node: node.target });
       const got = delivered.get(node.nodeName) ?? 0;
       say('summary', `${node.nodeName.padEnd(8)}${String(sent).padStart(6)}${String(received).padStart(19)}${String(got).padStart(11)}${String(sent - got).padStart(6)}`);
     }
-    const dropped = sumMetric(text, 'kubearmor_relay_events_dropped_total', 'reason="queue_full"');
+    const dropped = metricSum(text, 'kubearmor_relay_events_dropped_total', { reason: 'queue_full' });
     say('summary', `relay drops for slow consumers: ${dropped}`);
     return 0;
   } finally {

@@ -127,18 +127,7 @@ export async function startRelayProcess(opts: StartOptions = {}): Promise<RelayP
   };
 }
 
-/** The value of one series in Prometheus text format, or undefined when absent. */
-export function metricValue(text: string, name: string, labels: Record<string, string> = {}): number | undefined {
-  for (const line of text.split('\n')) {
-    if (!line.startsWith(name)) continue;
-    const m = /^([a-zA-Z_:][\w:]*)(?:\{([^}]*)\})?\s+(\S+)/.exec(line);
-    if (!m || m[1] !== name) continue;
-    const got: Record<string, string> = {};
-    for (const pair of (m[2] ?? '').matchAll(/(\w+)="((?:[^"\\]|\\.)*)"/g)) got[pair[1]!] = pair[2]!;
-    if (Object.entries(labels).every(([k, v]) => got[k] === v)) return Number(m[3]);
-  }
-  return undefined;
-}
+export { metricValue } from '../../scripts/prom-text.js';
 
 export { eventually } from '../../scripts/eventually.js';
 
