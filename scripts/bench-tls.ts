@@ -5,15 +5,16 @@
 //   rotation:   time from the kubelet-style `..data` swap of server.crt/key to the first
 //               new handshake that sees the new serial, over several swaps.
 import { spawn } from 'node:child_process';
-import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { cpus, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { createInterface } from 'node:readline';
 import { connect, createSecureContext, type SecureContext } from 'node:tls';
 import { fileURLToPath } from 'node:url';
 import { createCa, issueLeaf, loadCaSigner, serverSubjectAltNames } from '../certs/issue.js';
-import { HelpRequested, UsageError, checks, parseFlags } from '../server/flags.js';
-import { KubeletVolume } from './kubelet-volume.js';
+import { checks, parseOrExit } from '../server/flags.js';
+import { cpuSeconds } from './bench-ipc.js';
+import { KubeletVolume, externalContents } from './kubelet-volume.js';
 
 const FLAGS = {
   seconds: { type: 'int', default: 5, help: 'length of the handshake run', check: checks.atLeast(1) },
@@ -49,22 +50,16 @@ function percentile(sorted: number[], p: number): number {
 }
 
 export async function runTlsBench(argv: string[]): Promise<number> {
-  let flags;
-  try {
-    flags = parseFlags(argv, FLAGS, { command: 'npm run bench:tls --', summary: 'Handshake rate and rotation latency of the relay over mutual TLS.' });
-  } catch (err) {
-    if (err instanceof HelpRequested) return (process.stdout.write(`${err.text}\n`), 0);
-    if (err instanceof UsageError) return (process.stderr.write(`bench:tls: ${err.message}\n`), 2);
-    throw err;
-  }
+  const flags = parseOrExit(argv, FLAGS, { command: 'bench:tls', summary: 'Handshake rate and rotation latency of the relay over mutual TLS.' }, { out: (l) => process.stdout.write(`${l}\n`), err: (l) => process.stderr.write(`${l}\n`) });
+  if (typeof flags === 'number') return flags;
   const dir = mkdtempSync(join(tmpdir(), 'kubearmor-relay-bench-tls-'));
   const volume = new KubeletVolume(dir);
   const caPair = await createCa({ validityMs: 30 * DAY });
   const ca = loadCaSigner(caPair.certPem, caPair.keyPem);
-  const serverLeaf = () => issueLeaf(ca, { purpose: 'server', commonName: 'kubearmor-relay', ...sans(), validityMs: DAY });
+  const serverLeaf = () => issueLeaf(ca, { purpose: 'server', commonName: 'kubearmor-relay', ...serverSubjectAltNames({ namespace: 'kubearmor' }), validityMs: DAY });
   const client = await issueLeaf(ca, { purpose: 'client', commonName: 'bench', validityMs: DAY });
   let server = await serverLeaf();
-  const files = () => ({ 'ca.crt': caPair.certPem, 'server.crt': server.certPem, 'server.key': server.keyPem, 'client.crt': client.certPem, 'client.key': client.keyPem });
+  const files = () => externalContents({ caPem: caPair.certPem, server, client });
   volume.publish(files());
   const id: Identity = { context: createSecureContext({ ca: caPair.certPem, cert: client.certPem, key: client.keyPem, minVersion: 'TLSv1.2' }) };
 
@@ -85,7 +80,7 @@ export async function runTlsBench(argv: string[]): Promise<number> {
     await handshake(port, id); // warm-up
     let done = 0;
     let failed = 0;
-    const cpuBefore = readCpuTicks(relay.pid!);
+    const cpuBefore = cpuSeconds(relay.pid!);
     const started = performance.now();
     const until = started + flags.seconds * 1000;
     await Promise.all(
@@ -101,7 +96,7 @@ export async function runTlsBench(argv: string[]): Promise<number> {
       }),
     );
     const elapsed = (performance.now() - started) / 1000;
-    const relayCpu = ((readCpuTicks(relay.pid!) - cpuBefore) / 100 / elapsed) * 100;
+    const relayCpu = ((cpuSeconds(relay.pid!) - cpuBefore) / elapsed) * 100;
     const rate = done / elapsed;
 
     // Rotation: swap, then handshake every 10 ms until the new serial shows.
@@ -141,15 +136,7 @@ export async function runTlsBench(argv: string[]): Promise<number> {
   }
 }
 
-function sans() {
-  const all = serverSubjectAltNames({ namespace: 'kubearmor' });
-  return { dnsNames: all.dnsNames, ipAddresses: all.ipAddresses };
-}
 
-function readCpuTicks(pid: number): number {
-  const fields = readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1]!.split(' ');
-  return Number(fields[11]) + Number(fields[12]); // utime + stime, in clock ticks (100/s)
-}
 
 const code = await runTlsBench(process.argv.slice(2)).catch((err: Error) => {
   process.stderr.write(`bench:tls: ${err.stack ?? err.message}\n`);

@@ -21,7 +21,6 @@
 // the relay's /metrics).
 import { spawn, type ChildProcess } from 'node:child_process';
 import { mkdtempSync, realpathSync, rmSync, writeFileSync, readFileSync } from 'node:fs';
-import { createServer } from 'node:net';
 import { cpus, loadavg, tmpdir, totalmem } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -29,6 +28,7 @@ import { runCerts } from '../certs/cli.js';
 import { HelpRequested, parseFlags, UsageError, type FlagTable } from '../server/flags.js';
 import type { Kind } from '../server/kinds.js';
 import { eventually } from './eventually.js';
+import { freePort } from './free-port.js';
 import { metricSum } from './prom-text.js';
 import { Child, cpuSeconds, Histogram, memory } from './bench-ipc.js';
 import type { ConsumerSetup, ConsumerStats } from './bench-consumer.js';
@@ -134,13 +134,6 @@ function waitFor<T>(what: string, timeoutMs: number, check: () => Promise<T | un
   return eventually(check, timeoutMs, what);
 }
 
-async function freePort(): Promise<number> {
-  const srv = createServer();
-  await new Promise<void>((resolve) => srv.listen(0, '127.0.0.1', resolve));
-  const { port } = srv.address() as { port: number };
-  await new Promise((resolve) => srv.close(resolve));
-  return port;
-}
 
 
 class RelayProcess {

@@ -4,19 +4,19 @@
 // node gets a one-line summary: sent, received by the relay, delivered, lost.
 import { spawn } from 'node:child_process';
 import { mkdtempSync, rmSync } from 'node:fs';
-import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { createInterface } from 'node:readline';
 import { fileURLToPath } from 'node:url';
 import pino from 'pino';
 import { runCerts } from '../certs/cli.js';
-import { HelpRequested, parseFlags, UsageError, checks } from '../server/flags.js';
+import { checks, parseOrExit } from '../server/flags.js';
 import { KINDS, KIND_BY_NAME, type Kind } from '../server/kinds.js';
 import { decodeToObject } from '../server/proto.js';
 import { openMutualTls } from '../server/tls.js';
 import { PlaintextTransport, type Transport } from '../server/transport.js';
 import { startFakeNode, type FakeNode } from './fake-node.js';
+import { freePort } from './free-port.js';
 import { watch } from './logs.js';
 import { metricSum } from './prom-text.js';
 
@@ -29,16 +29,6 @@ const FLAGS = {
 const MAIN = fileURLToPath(new URL('../server/main.js', import.meta.url));
 const quiet = pino({ level: 'silent' });
 
-function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const srv = createServer();
-    srv.once('error', reject);
-    srv.listen(0, '127.0.0.1', () => {
-      const { port } = srv.address() as { port: number };
-      srv.close(() => resolve(port));
-    });
-  });
-}
 
 process.stdout.on('error', () => process.exit(0)); // `npm run demo | head`
 
@@ -64,14 +54,8 @@ async function metricsText(port: number): Promise<string> {
 
 
 export async function runDemo(argv: string[]): Promise<number> {
-  let flags;
-  try {
-    flags = parseFlags(argv, FLAGS, { command: 'npm run demo --', summary: 'Two simulated nodes, the relay and a consumer on loopback.' });
-  } catch (err) {
-    if (err instanceof HelpRequested) return (process.stdout.write(`${err.text}\n`), 0);
-    if (err instanceof UsageError) return (process.stderr.write(`demo: ${err.message}\n`), 2);
-    throw err;
-  }
+  const flags = parseOrExit(argv, FLAGS, { command: 'demo', summary: 'Two simulated nodes, the relay and a consumer on loopback.' }, { out: (l) => process.stdout.write(`${l}\n`), err: (l) => process.stderr.write(`${l}\n`) });
+  if (typeof flags === 'number') return flags;
   const dir = mkdtempSync(join(tmpdir(), 'kubearmor-relay-demo-'));
   process.once('exit', () => rmSync(dir, { recursive: true, force: true })); // the CA key must not outlive the demo
   const cleanups: (() => Promise<void> | void)[] = [() => rmSync(dir, { recursive: true, force: true })];

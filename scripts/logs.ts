@@ -10,7 +10,7 @@ import { randomInt } from 'node:crypto';
 import { Backoff, BACKOFF_DEFAULTS, type BackoffOptions } from '../server/backoff.js';
 import { checks, parseHostPort, parseOrExit, type FlagTable, type ParsedFlags } from '../server/flags.js';
 import { KIND_BY_NAME, methodPath, type Kind } from '../server/kinds.js';
-import { decodeReply, decodeToObject, inDeclarationOrder, toJsonLine, encodeNonce, encodeRequest, SERVICE, type EventObject } from '../server/proto.js';
+import { decodeReply, decodeToObject, inDeclarationOrder, encodeNonce, encodeRequest, SERVICE, type EventObject } from '../server/proto.js';
 import { PlaintextTransport, type Transport } from '../server/transport.js';
 import { TOOL_TLS_FLAGS, toolTransport, type ToolTransport } from './tool-tls.js';
 
@@ -190,10 +190,6 @@ export function watch(opts: WatchOptions): WatchHandle {
 
 // ---- printing ------------------------------------------------------------------------
 
-/** One JSON line as `karmor logs --json` prints it: declaration order, empty fields left out. */
-export function formatJson(kind: Kind, bytes: Buffer): string {
-  return toJsonLine(KIND_BY_NAME[kind].type, bytes);
-}
 
 const TITLES: Record<Kind, string> = { alert: 'Alert', log: 'Log', message: 'Message' };
 

@@ -12,6 +12,7 @@
 // list calls and the streaming watch request.
 import { KubeConfig, Watch, type V1Pod, type V1Service } from '@kubernetes/client-node';
 import type { Logger } from 'pino';
+import { formatHostPort } from './transport.js';
 import { ListWatchLoop, metaOf, type LoopSettings, type Source } from './listwatch.js';
 
 /** Every default of discovery, in one place. */
@@ -95,18 +96,10 @@ export function loadKubeConfig(path?: string): KubeConfig {
   return kc;
 }
 
-/** `ip:port`, with brackets around an IPv6 address. */
-export function hostPort(ip: string, port: number): string {
-  return ip.includes(':') ? `[${ip}]:${port}` : `${ip}:${port}`;
-}
-
-// ---------------------------------------------------------------------------------------
-// The generic list+watch loop. It keeps no objects, only what `project` makes of them,
-// and reports full replacements (after a list) and single changes (from the watch).
 
 function nodeTarget(pod: V1Pod, port: number): string | undefined {
   const ip = pod.status?.podIP;
-  return pod.status?.phase === 'Running' && ip ? hostPort(ip, port) : undefined;
+  return pod.status?.phase === 'Running' && ip ? formatHostPort(ip, port) : undefined;
 }
 
 interface Named {

@@ -3,7 +3,8 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { pino } from 'pino';
 import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
-import { IpNameMap, hostPort, startDiscovery, type Discovery, type DiscoveryOptions } from '../server/discovery.js';
+import { IpNameMap, startDiscovery, type Discovery, type DiscoveryOptions } from '../server/discovery.js';
+import { formatHostPort } from '../server/transport.js';
 import { FakeKubeApi, kubeconfigFor, pod, service } from './helpers/fake-kube-api.js';
 
 const DAEMON = { 'kubearmor-app': 'kubearmor' };
@@ -119,7 +120,7 @@ describe('node daemon discovery', () => {
     api.put('pods', pod('kubearmor', 'ka-6', { labels: DAEMON, ip: 'fd00::17' }));
     const log = start({ port: 4000 });
     await log.equal(['[fd00::17]:4000']);
-    expect(hostPort('10.1.2.3', 32767)).toBe('10.1.2.3:32767');
+    expect(formatHostPort('10.1.2.3', 32767)).toBe('10.1.2.3:32767');
   });
 
   it('lists and watches only the given namespace when one is set', async () => {

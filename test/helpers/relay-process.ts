@@ -4,6 +4,7 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import { once } from 'node:events';
 import { fileURLToPath } from 'node:url';
 import { createInterface } from 'node:readline';
+import { freePort } from '../../scripts/free-port.js';
 
 export const MAIN = fileURLToPath(new URL('../../dist/server/main.js', import.meta.url));
 
@@ -131,12 +132,4 @@ export { metricValue } from '../../scripts/prom-text.js';
 
 export { eventually } from '../../scripts/eventually.js';
 
-/** A port that was free a moment ago on 127.0.0.1 (for a daemon started after its dialer). */
-export async function freePort(): Promise<number> {
-  const { createServer } = await import('node:net');
-  const srv = createServer();
-  await new Promise<void>((resolve) => srv.listen(0, '127.0.0.1', resolve));
-  const { port } = srv.address() as { port: number };
-  await new Promise((resolve) => srv.close(resolve));
-  return port;
-}
+export { freePort };

@@ -1,0 +1,14 @@
+// For tools, benchmarks and tests: a port that was free a moment ago on 127.0.0.1, for a
+// daemon that is started after the process that dials it.
+import { createServer } from 'node:net';
+
+export function freePort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const srv = createServer();
+    srv.once('error', reject);
+    srv.listen(0, '127.0.0.1', () => {
+      const { port } = srv.address() as { port: number };
+      srv.close(() => resolve(port));
+    });
+  });
+}
