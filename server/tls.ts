@@ -18,6 +18,7 @@
 // Server.createConnectionInjector(insecure), which runs HTTP/2 on any duplex stream.
 // Dialing: a ChannelCredentials subclass whose secure connector wraps tls.connect.
 import * as grpc from '@grpc/grpc-js';
+import type { X509Certificate } from 'node:crypto';
 import type { Socket } from 'node:net';
 import { isIP } from 'node:net';
 import * as tls from 'node:tls';
@@ -26,7 +27,7 @@ import type { Counter, Registry } from 'prom-client';
 import { CertManager, type CertManagerInit } from '../certs/manager.js';
 import type { TlsMaterial, TlsMaterialSource } from '../certs/material.js';
 import { handshakeFailureCounter } from '../certs/metrics.js';
-import { verifyPeer } from '../certs/verify.js';
+import { type PeerFailureReason, verifyPeer } from '../certs/verify.js';
 import { type Listening, type Transport, formatHostPort } from './transport.js';
 
 export interface MutualTlsOptions {
@@ -36,14 +37,9 @@ export interface MutualTlsOptions {
   serverName?: string;
 }
 
-/** Reasons a handshake is refused; the first six come from certs/verify.ts. */
+/** Reasons a handshake is refused: the verifier's (certs/verify.ts) and the transport's own. */
 export type HandshakeFailureReason =
-  | 'no_certificate'
-  | 'unknown_authority'
-  | 'expired'
-  | 'not_yet_valid'
-  | 'bad_key_usage'
-  | 'name_mismatch'
+  | PeerFailureReason
   | 'no_alpn'
   | 'not_tls'
   | 'protocol_version'
@@ -78,6 +74,25 @@ export function classifyTlsError(err: Error & { code?: string }): HandshakeFailu
 /** OpenSSL messages carry addresses and source paths; its `reason` field is the readable part. */
 function describeTlsError(err: Error & { code?: string; reason?: string }): string {
   return err.reason ? `${err.reason}${err.code ? ` (${err.code})` : ''}` : err.message;
+}
+
+/** Most certificates of a peer's chain looked at: Go's verifier gives up after 100 signature checks. */
+const MAX_PRESENTED_CHAIN = 16;
+
+/**
+ * The leaf a peer presented, then the intermediates it sent. Node exposes the sent chain
+ * only as issuer links that OpenSSL made (X509_check_issued over what the peer sent, then
+ * our own trust store): walk them, stopping at a loop.
+ */
+function peerChain(socket: tls.TLSSocket): X509Certificate[] {
+  const chain: X509Certificate[] = [];
+  const seen = new Set<string>();
+  for (let cert = socket.getPeerX509Certificate(); cert && chain.length < MAX_PRESENTED_CHAIN; cert = cert.issuerCertificate) {
+    if (seen.has(cert.fingerprint256)) break;
+    seen.add(cert.fingerprint256);
+    chain.push(cert);
+  }
+  return chain;
 }
 
 function serverContextOptions(material: TlsMaterial): tls.SecureContextOptions {
@@ -181,7 +196,7 @@ export class MutualTlsTransport implements Transport {
       return;
     }
     const material = this.source.current();
-    const verdict = verifyPeer(socket.getPeerX509Certificate(), material.ca.certs, { purpose: 'client' });
+    const verdict = verifyPeer(peerChain(socket), material.ca, { purpose: 'client' });
     if (!verdict.ok) {
       refuse(verdict.reason, verdict.detail);
       return;
@@ -270,7 +285,7 @@ export class MutualTlsTransport implements Transport {
         tlsSocket.setTimeout(0);
         tlsSocket.removeListener('timeout', onTimeout);
         if (tlsSocket.alpnProtocol !== 'h2') return fail('no_alpn', `server did not negotiate ALPN h2 (got ${tlsSocket.alpnProtocol || 'none'})`);
-        const verdict = verifyPeer(tlsSocket.getPeerX509Certificate(), this.source.current().ca.certs, { purpose: 'server', host: name });
+        const verdict = verifyPeer(peerChain(tlsSocket), this.source.current().ca, { purpose: 'server', host: name });
         if (!verdict.ok) return fail(verdict.reason, verdict.detail);
         settled = true;
         tlsSocket.removeListener('error', onError);
