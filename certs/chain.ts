@@ -51,6 +51,8 @@ export interface ChainOptions {
   notBeforeSkewMs?: number;
   /** certificates the peer sent after its leaf */
   intermediates?: readonly Certificate[];
+  /** how messages name the leaf, e.g. "client certificate" */
+  leafName?: string;
 }
 
 /** Go's maxChainSignatureChecks: bounds the work a hostile set of intermediates can cause. */
@@ -98,8 +100,13 @@ function sameBytes(a: Buffer | undefined, b: Buffer | undefined): boolean {
   return (a ?? Buffer.alloc(0)).equals(b ?? Buffer.alloc(0));
 }
 
+/** "O=kubearmor, CN=x serial 0A1B", the form every certificate message uses */
 export function describe(cert: Certificate): string {
-  return `"${cert.node.subject.split('\n').filter(Boolean).join(', ')}" (serial ${cert.node.serialNumber})`;
+  return `${oneLine(cert.node.subject)} serial ${cert.node.serialNumber}`;
+}
+
+function oneLine(name: string): string {
+  return name.split('\n').filter(Boolean).join(', ');
 }
 
 function failure(reason: ChainFailureReason, detail: string): ChainFailure {
@@ -114,11 +121,12 @@ export function verifyChain(leaf: Certificate, roots: CertPool, options: ChainOp
     roots,
     intermediates: new CertPool(options.intermediates ?? []),
     signatureChecks: 0,
+    leafName: options.leafName ?? 'certificate',
   };
   const leafProblem = isValid(leaf, 'leaf', [], context);
   if (leafProblem) return leafProblem;
   if (options.host) {
-    const mismatch = verifyHostname(leaf, options.host);
+    const mismatch = verifyHostname(leaf, options.host, context.leafName);
     if (mismatch) return mismatch;
   }
   let candidates: Certificate[][];
@@ -134,7 +142,7 @@ export function verifyChain(leaf: Certificate, roots: CertPool, options: ChainOp
   if (!chain) {
     return failure(
       'bad_key_usage',
-      `${describe(leaf)} is not valid for ${options.purpose === 'server' ? 'serverAuth' : 'clientAuth'}: the extended key usage of ${
+      `${context.leafName} ${describe(leaf)} is not valid for ${options.purpose === 'server' ? 'serverAuth' : 'clientAuth'}: the extended key usage of ${
         leafHasUsage(leaf, wanted) ? 'an issuing CA' : 'the certificate'
       } excludes it (certificate: ${leaf.extKeyUsage.join(', ') || 'any'})`,
     );
@@ -148,6 +156,7 @@ interface Context {
   roots: CertPool;
   intermediates: CertPool;
   signatureChecks: number;
+  leafName: string;
 }
 
 type CertType = 'leaf' | 'intermediate' | 'root';
@@ -179,8 +188,9 @@ function buildChains(cert: Certificate, current: Certificate[], context: Context
   for (const intermediate of context.intermediates.potentialParents(cert)) consider('intermediate', intermediate);
   if (chains.length > 0) return chains;
   if (error) return error;
-  if (hint) return { ...hint, detail: `${describe(cert)} has no trusted issuer: ${hint.detail}` };
-  return failure('unknown_authority', `${describe(cert)} is not signed by any trusted CA`);
+  const what = `${current.length === 1 ? context.leafName : 'intermediate CA'} ${describe(cert)} issued by "${oneLine(cert.node.issuer)}"`;
+  if (hint) return { ...hint, detail: `${what} has no usable issuer: ${hint.detail}` };
+  return failure('unknown_authority', `${what} is not signed by any trusted CA`);
 }
 
 /** Go's alreadyInChain: same subject, same key and same SANs is the same CA, re-issued. */
@@ -249,7 +259,7 @@ function checkSignature(child: Certificate, parent: Certificate): ChainFailure |
 
 /** Go's isValid: checks of one certificate in its place on the path being built. */
 function isValid(cert: Certificate, type: CertType, current: readonly Certificate[], context: Context): ChainFailure | undefined {
-  const role = type === 'leaf' ? 'certificate' : type === 'root' ? 'trusted CA' : 'intermediate CA';
+  const role = type === 'leaf' ? context.leafName : type === 'root' ? 'trusted CA' : 'intermediate CA';
   if (cert.unhandledCritical.length > 0) {
     return failure('critical_extension', `${role} ${describe(cert)} has an unhandled critical extension (${cert.unhandledCritical.join(', ')})`);
   }
@@ -400,10 +410,10 @@ function leafHasUsage(leaf: Certificate, usage: string): boolean {
 }
 
 /** Go's VerifyHostname: IPs against IP SANs; names against DNS SANs, a whole left-most '*' label only. */
-export function verifyHostname(leaf: Certificate, host: string): ChainFailure | undefined {
+export function verifyHostname(leaf: Certificate, host: string, leafName = 'certificate'): ChainFailure | undefined {
   const bare = host.length >= 3 && host.startsWith('[') && host.endsWith(']') ? host.slice(1, -1) : host;
   const names = `DNS: ${leaf.dnsNames.join(', ') || 'none'}; IP: ${leaf.ipAddresses.map(formatIp).join(', ') || 'none'}`;
-  const refuse = failure('name_mismatch', `${describe(leaf)} is not valid for ${bare} (SANs: ${names})`);
+  const refuse = failure('name_mismatch', `${leafName} ${describe(leaf)} is not valid for ${bare} (SANs: ${names})`);
   const version = isIP(bare);
   if (version !== 0) {
     const wanted = ipBytes(bare);

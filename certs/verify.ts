@@ -54,10 +54,11 @@ export function verifyPeer(presented: readonly X509Certificate[] | undefined, bu
     now: options.now,
     notBeforeSkewMs: NOT_BEFORE_SKEW_MS,
     intermediates,
+    leafName: what,
   });
   if (!verdict.ok) {
-    const trusted = verdict.reason === 'unknown_authority' ? ` (trusted: ${describeBundle(bundle)})` : '';
-    return { ok: false, reason: verdict.reason, detail: `${what}: ${verdict.detail}${trusted}` };
+    const trusted = verdict.reason === 'unknown_authority' ? ` (${describeBundle(bundle)})` : '';
+    return { ok: false, reason: verdict.reason, detail: `${verdict.detail}${trusted}` };
   }
   const issuer = (verdict.chain[1] ?? verdict.chain[0]!).node;
   return { ok: true, subject: oneLineName(leaf.node.subject), serial: leaf.node.serialNumber, issuer, chain: verdict.chain };
