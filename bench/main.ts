@@ -1,9 +1,9 @@
 // `npm run bench`: the relay under load, every party a separate process on loopback, all
 // on mutual TLS (a throwaway CA from `certs init`).
 //
-//   scripts/bench-node.ts      simulated node daemons (many per process, pooled real events)
-//   dist/server/main.js        the relay, one fresh process per run
-//   scripts/bench-consumer.ts  consumers (many per process, one connection each)
+//   bench/node.ts          simulated node daemons (many per process, pooled real events)
+//   dist/server/main.js    the relay, one fresh process per run
+//   bench/consumer.ts      consumers (many per process, one connection each)
 //
 // Scenarios (each bounded in time; --scenarios picks some):
 //   throughput  4 nodes -> relay -> 4 consumers on all three streams, nodes flooding
@@ -27,15 +27,15 @@ import { fileURLToPath } from 'node:url';
 import { runCerts } from '../certs/cli.js';
 import { HelpRequested, parseFlags, UsageError, type FlagTable } from '../server/flags.js';
 import type { Kind } from '../server/kinds.js';
-import { eventually } from './eventually.js';
-import { freePort } from './free-port.js';
-import { metricSum } from './prom-text.js';
-import { Child, cpuSeconds, Histogram, memory } from './bench-ipc.js';
-import type { ConsumerSetup, ConsumerStats } from './bench-consumer.js';
-import type { NodeSetup, NodeStats } from './bench-node.js';
+import { eventually } from '../harness/eventually.js';
+import { freePort } from '../harness/free-port.js';
+import { metricSum } from '../harness/prom-text.js';
+import { Child, cpuSeconds, Histogram, memory } from './ipc.js';
+import type { ConsumerSetup, ConsumerStats } from './consumer.js';
+import type { NodeSetup, NodeStats } from './node.js';
 
-const NODE_JS = fileURLToPath(new URL('./bench-node.js', import.meta.url));
-const CONSUMER_JS = fileURLToPath(new URL('./bench-consumer.js', import.meta.url));
+const NODE_JS = fileURLToPath(new URL('./node.js', import.meta.url));
+const CONSUMER_JS = fileURLToPath(new URL('./consumer.js', import.meta.url));
 const RELAY_MAIN = fileURLToPath(new URL('../server/main.js', import.meta.url));
 const ALL_KINDS: Kind[] = ['alert', 'log', 'message'];
 const MiB = 1024 * 1024;

@@ -10,7 +10,7 @@ import type { IssuedPair } from '../../certs/issue.js';
 import type { CertManager } from '../../certs/manager.js';
 import { decodeReply, encodeNonce } from '../../server/proto.js';
 import { MutualTlsTransport, openMutualTls } from '../../server/tls.js';
-import { type FakeNode, type FakeNodeOptions, startFakeNode } from '../../scripts/fake-node.js';
+import { type FakeNode, type FakeNodeOptions, startFakeNode } from '../../server/tools/fake-node.js';
 import { StaticSource, captureLogger, rawMaterial, tempDir } from './certs-fixtures.js';
 
 export interface Handshake {
