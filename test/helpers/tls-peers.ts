@@ -122,7 +122,9 @@ export async function startTlsNode(caPem: string, server: IssuedPair, options: O
 export function runCommand(cmd: string, args: string[], input = '', timeoutMs = 10_000): Promise<{ code: number; output: string }> {
   return new Promise((resolve) => {
     const child = execFile(cmd, args, { timeout: timeoutMs }, (err, stdout, stderr) => {
-      resolve({ code: err ? (typeof err.code === 'number' ? err.code : 1) : 0, output: stdout + stderr });
+      // A command that cannot start (ENOENT) says so in the output the test shows.
+      const failedToStart = err && typeof err.code !== 'number' ? `${cmd}: ${err.message}\n` : '';
+      resolve({ code: err ? (typeof err.code === 'number' ? err.code : 1) : 0, output: failedToStart + stdout + stderr });
     });
     child.stdin?.end(input);
   });
