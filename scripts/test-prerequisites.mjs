@@ -113,8 +113,10 @@ function cannotInstall() {
 function aptGet(args) {
   const options = ['-q', '-o', 'DPkg::Lock::Timeout=300', '-o', 'Acquire::Retries=1', '-o', 'Acquire::http::Timeout=15', '-o', 'Acquire::https::Timeout=15'];
   const res = spawnSync('apt-get', [...options, ...args], { encoding: 'utf8', env: { ...process.env, DEBIAN_FRONTEND: 'noninteractive' }, timeout: 15 * 60_000 });
-  const lastError = `${res.stderr ?? ''}${res.stdout ?? ''}`.split('\n').filter((l) => /^(E|Err):/.test(l)).pop();
-  return { ok: !res.error && res.status === 0, error: res.error?.message ?? lastError ?? `exit ${res.status}` };
+  const lines = `${res.stderr ?? ''}${res.stdout ?? ''}`.split('\n');
+  // `apt-get update` exits 0 when no registry answers; its first failed fetch says why.
+  const problem = lines.filter((l) => l.startsWith('E:')).pop() ?? lines.find((l) => l.startsWith('W: Failed to fetch'));
+  return { ok: !res.error && res.status === 0, error: res.error?.message ?? problem ?? `exit ${res.status}`, problem };
 }
 
 /**
@@ -127,7 +129,8 @@ function install(pkgs) {
   if (first.ok) return first;
   const update = aptGet(['update']);
   if (!update.ok) return { ok: false, error: `apt-get update failed: ${update.error}` };
-  return aptGet(['install', '-y', ...pkgs]);
+  const again = aptGet(['install', '-y', ...pkgs]);
+  return update.problem && !again.ok ? { ok: false, error: `${again.error} (apt-get update: ${update.problem})` } : again;
 }
 
 /** @returns {number} the exit code of the test command's first step */
