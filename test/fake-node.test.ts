@@ -221,7 +221,9 @@ describe('the fake node daemon', () => {
     expect(n.sent.alert).toBeGreaterThan(0);
     expect(n.sent.alert).toBeLessThan(total);
     proxy.resume();
-    await eventually(() => seqs.length === total);
+    // The node builds and encodes each of the 20 000 events as it sends (hundreds of µs
+    // each): on two loaded cores that alone can pass the default 10 s.
+    await eventually(() => seqs.length === total, 45_000, `all ${total} events after the reader resumed`);
     expect(seqs).toEqual(Array.from({ length: total }, (_, i) => i + 1));
   });
 
