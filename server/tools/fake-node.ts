@@ -1,5 +1,5 @@
 // A KubeArmor node daemon simulator: serves feeder.LogService (and grpc.health.v1) with
-// realistic events from scripts/events.ts, for tests, benchmarks and demos of the relay.
+// realistic events from events.ts, for tests, benchmarks and demos of the relay.
 //
 // Delivery model (deliberate, and what a real daemon does): one event source per node and
 // kind, broadcast to every watcher of that kind. Events are made only while at least one
@@ -18,11 +18,11 @@
 // the relay and make it resubscribe.
 import * as grpc from '@grpc/grpc-js';
 import { HealthImplementation } from 'grpc-health-check';
-import { KINDS, type Kind, type KindSpec } from '../server/kinds.js';
-import { decodeNonce, decodeRequest, encodeReply, SERVICE } from '../server/proto.js';
-import { checks, parseOrExit, type FlagTable } from '../server/flags.js';
-import { PlaintextTransport, formatHostPort, type Listening, type Transport } from '../server/transport.js';
-import { TOOL_TLS_FLAGS, toolTransport, type ToolTransport } from './tool-tls.js';
+import { KINDS, type Kind, type KindSpec } from '../kinds.js';
+import { decodeNonce, decodeRequest, encodeReply, SERVICE } from '../proto.js';
+import { checks, parseOrExit, type FlagTable } from '../flags.js';
+import { PlaintextTransport, formatHostPort, type Listening, type Transport } from '../transport.js';
+import { TOOL_TLS_FLAGS, toolTransport, type ToolTransport } from './tls.js';
 import { createEventSource, encodeEvent, type EventObject } from './events.js';
 
 export interface FakeNodeOptions {
