@@ -45,6 +45,7 @@ export const allowedNames = (profile: Profile): string[] => [...new Set(profile.
 /** Runs a Python snippet with the seccomp module; its stdout is JSON. */
 export function pythonJson<T>(script: string, input: unknown): T {
   const res = spawnSync(PYTHON, ['-c', script], { input: JSON.stringify(input), encoding: 'utf8' });
+  if (/No module named 'seccomp'/.test(res.stderr) || res.error) throw new Error(`${PYTHON} with python3-seccomp is needed: apt-get install -y python3-seccomp`);
   if (res.status !== 0) throw new Error(`python failed (${res.status}): ${res.stderr}`);
   return JSON.parse(res.stdout) as T;
 }
@@ -75,7 +76,9 @@ export function pkeysOffFlag(node = process.execPath): string {
 /** Compiles test/helpers/seccomp-probe.c with the system's C compiler into a temp dir. */
 export function compileProbe(): string {
   const out = join(mkdtempSync(join(tmpdir(), 'seccomp-probe-')), 'seccomp-probe');
-  execFileSync('cc', ['-O1', '-Wall', '-o', out, join(ROOT, 'test/helpers/seccomp-probe.c')], { stdio: ['ignore', 'ignore', 'pipe'] });
+  const res = spawnSync('cc', ['-O1', '-Wall', '-o', out, join(ROOT, 'test/helpers/seccomp-probe.c')], { encoding: 'utf8' });
+  if (res.error) throw new Error('a C compiler (cc) is needed to build the seccomp probe: apt-get install -y gcc libc6-dev');
+  if (res.status !== 0) throw new Error(`cc failed on test/helpers/seccomp-probe.c: ${res.stderr}`);
   return out;
 }
 
