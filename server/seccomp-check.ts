@@ -23,7 +23,7 @@ import { startApp, type App } from './app.js';
 import { parseRelayFlags } from './config.js';
 import { HelpRequested, UsageError } from './flags.js';
 import { EXPLAIN_USAGE, runExplain } from './seccomp-explain.js';
-import { SYSCALL_NAMES, syscallTable } from './syscall-names.js';
+import { SYSCALL_NAMES, syscallTable, type SyscallArch } from './syscall-names.js';
 
 const USAGE = `usage: kubearmor-relay seccomp check
 
@@ -48,23 +48,31 @@ export interface PathResult {
   refused?: string;
 }
 
-/** A refused-call errno (3000 + number, 3999) found in an error or its causes, as a name. */
+/** The errno values an error carries: its own, and "system error -N" in its message. */
+function errnosOf(e: { errno?: unknown; message?: unknown }): number[] {
+  const own = typeof e.errno === 'number' ? [Math.abs(e.errno)] : [];
+  return [...own, ...[...String(e.message ?? '').matchAll(/system error -?(\d+)\b/g)].map((m) => Number(m[1]))];
+}
+
+/** The call a refused-call errno (3000 + number, or 3999) names, if the errno is one. */
+function nameRefused(errno: number, table: SyscallArch | undefined): string | undefined {
+  if (errno === REFUSED_FOR_ARGUMENTS) return 'a call refused for its arguments (clone, prctl, prlimit64 or socket)';
+  if (errno < REFUSED_BASE || errno > REFUSED_FOR_ARGUMENTS) return undefined;
+  const nr = errno - REFUSED_BASE;
+  const name = table ? SYSCALL_NAMES[table][nr] : undefined;
+  return name ? `${name} (${table} #${nr})` : `system call #${nr}`;
+}
+
+/** A refused-call errno found in an error or its causes, as a name. */
 export function refusedCall(err: unknown, table = syscallTable(arch())): string | undefined {
   const seen = new Set<unknown>();
   const visit = (e: unknown): string | undefined => {
     if (!e || typeof e !== 'object' || seen.has(e)) return undefined;
     seen.add(e);
     const o = e as { errno?: unknown; message?: unknown; cause?: unknown; errors?: unknown; info?: unknown };
-    const candidates = [typeof o.errno === 'number' ? Math.abs(o.errno) : undefined, ...String(o.message ?? '').matchAll(/system error -?(\d{4})\b/g)].map((c) =>
-      typeof c === 'number' ? c : c ? Number(c[1]) : undefined,
-    );
-    for (const n of candidates) {
-      if (n === REFUSED_FOR_ARGUMENTS) return 'a call refused for its arguments (clone, prctl, prlimit64 or socket)';
-      if (n !== undefined && n >= REFUSED_BASE && n < REFUSED_FOR_ARGUMENTS) {
-        const nr = n - REFUSED_BASE;
-        const name = table ? SYSCALL_NAMES[table][nr] : undefined;
-        return name ? `${name} (${table} #${nr})` : `system call #${nr}`;
-      }
+    for (const errno of errnosOf(o)) {
+      const name = nameRefused(errno, table);
+      if (name) return name;
     }
     for (const next of [o.cause, o.info, ...(Array.isArray(o.errors) ? o.errors : [])]) {
       const found = visit(next);
