@@ -3,14 +3,20 @@
 // (libseccomp's syscall tables), and, loaded for real by scripts/seccomp-exec.py, what it
 // refuses: each dangerous call is made by a small C probe under the profile and must come
 // back refused by the filter, not answered by the kernel.
-import { spawnSync } from 'node:child_process';
+import { spawn, spawnSync } from 'node:child_process';
+import { once } from 'node:events';
 import { readFileSync } from 'node:fs';
+import { createInterface } from 'node:readline';
 import { join } from 'node:path';
 import { DaemonSet } from 'kubernetes-models/apps/v1';
 import { parse as parseYaml } from 'yaml';
 import { beforeAll, describe, expect, it } from 'vitest';
+import { eventually } from './helpers/relay-process.js';
 import {
   AUDIT,
+  EXEC,
+  PROFILE,
+  PYTHON,
   REFUSED_BASE,
   REFUSED_FOR_ARGUMENTS,
   ROOT,
@@ -189,6 +195,31 @@ describe('under the profile, a C probe', () => {
   it('gets ENOSYS from clone3, as from a kernel older than 5.3, so that glibc falls back to clone', () => {
     expect(unconfined.clone3).not.toBe(ENOSYS);
     expect(confined.clone3).toBe(ENOSYS);
+  });
+});
+
+describe('paths no suite takes on purpose, under the profile', () => {
+  it('resumes a sleep that signals stopped and continued, through restart_syscall', async () => {
+    const probe = compileProbe();
+    const child = spawn(PYTHON, [EXEC, '--profile', PROFILE, '--', probe, 'clock_nanosleep/stopped'], { stdio: ['ignore', 'pipe', 'pipe'] });
+    const lines = createInterface({ input: child.stdout! })[Symbol.asyncIterator]();
+    expect((await lines.next()).value).toBe('sleeping');
+    const exited = once(child, 'exit');
+    child.kill('SIGSTOP');
+    // the stop must land before the continue: wait for the state to show it
+    await eventually(() => (/^\d+ \(.*\) T /.test(readFileSync(`/proc/${child.pid}/stat`, 'utf8')) ? true : undefined), 5000, 'the probe to stop');
+    child.kill('SIGCONT');
+    expect((await lines.next()).value).toBe('clock_nanosleep/stopped 0');
+    expect((await exited)[0]).toBe(0);
+  });
+
+  it('ends running out of memory with V8\'s fatal error and SIGABRT, as unconfined', () => {
+    const argv = [process.execPath, '--max-old-space-size=16', '-e', 'const a = []; for (;;) a.push(new Array(1e5).fill(1));'];
+    const free = spawnSync(argv[0]!, argv.slice(1), { encoding: 'utf8' });
+    const confined = runConfined(argv);
+    expect(free.signal).toBe('SIGABRT');
+    expect(confined.signal).toBe('SIGABRT');
+    expect(confined.stderr).toMatch(/FATAL ERROR: .*JavaScript heap out of memory/);
   });
 });
 

@@ -13,6 +13,7 @@
 #include <sched.h>
 #include <stdio.h>
 #include <string.h>
+#include <time.h>
 #include <sys/mman.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
@@ -63,6 +64,15 @@ static long probe(const char *name) {
   if (!strcmp(name, "pkey_alloc")) return syscall(SYS_pkey_alloc, 0, 0);
   if (!strcmp(name, "pkey_mprotect")) return syscall(SYS_pkey_mprotect, page, 4096, PROT_READ | PROT_WRITE, -1);
   if (!strcmp(name, "pkey_free")) return syscall(SYS_pkey_free, 15);
+  /* sleeps 2 s; stopped and continued meanwhile, the kernel resumes it with restart_syscall */
+  if (!strcmp(name, "clock_nanosleep/stopped")) {
+    struct timespec t = {2, 0};
+    printf("sleeping\n");
+    fflush(stdout);
+    int rc = clock_nanosleep(CLOCK_MONOTONIC, 0, &t, NULL);
+    if (rc != 0) errno = rc;
+    return rc == 0 ? 0 : -1;
+  }
   errno = ENOTSUP;
   fprintf(stderr, "seccomp-probe: no probe for %s\n", name);
   return -2;
