@@ -27,9 +27,9 @@ import { SYSCALL_NAMES, syscallTable, type SyscallArch } from './syscall-names.j
 
 const USAGE = `usage: kubearmor-relay seccomp check
 
-Runs the relay's own paths in this process (mutual TLS serve and dial, certificate file
-watch, DNS through getaddrinfo and c-ares, the Kubernetes discovery client, a signal,
-crypto on the thread pool) and prints, for each, ok or the error and the refused call.
+Runs the relay's own paths in this process (certificate issue, mutual TLS serve and dial,
+the Kubernetes discovery client, certificate file watch, DNS through getaddrinfo and
+c-ares, a signal) and prints, for each, ok or the error and the refused call.
 Only loopback addresses are used. Exit status 0 when every path works, 1 otherwise.
 
 Run it confined the way the relay runs:
@@ -143,7 +143,7 @@ function relayPaths(dir: string): { path: string; run: () => Promise<void> }[] {
   };
   return [
     {
-      path: 'certificates: issue a CA and leaves (certs init), ECDSA on the thread pool',
+      path: 'certificates: issue a CA and leaves (certs init: key generation and signing)',
       run: async () => {
         const errors: string[] = [];
         const code = await runCerts(['init', '--out', join(dir, 'tls')], { out: () => {}, err: (t) => errors.push(t) });
@@ -240,15 +240,17 @@ function relayPaths(dir: string): { path: string; run: () => Promise<void> }[] {
   ];
 }
 
-/** Seccomp mode and no_new_privs of this process, from /proc/self/status. */
-function confinement(): string {
+/** This process's seccomp mode, from /proc/self/status: '2' is a filter. */
+function seccompMode(): string | undefined {
   try {
-    const status = readFileSync('/proc/self/status', 'utf8');
-    const mode = /^Seccomp:\s*(\d)/m.exec(status)?.[1];
-    return mode === '2' ? 'confined by a seccomp filter' : mode === '0' ? 'NOT confined (no seccomp filter: every path will pass)' : `seccomp mode ${mode ?? 'unknown'}`;
+    return /^Seccomp:\s*(\d)/m.exec(readFileSync('/proc/self/status', 'utf8'))?.[1];
   } catch {
-    return 'seccomp state unknown (no /proc/self/status)';
+    return undefined;
   }
+}
+
+function describeMode(mode: string | undefined): string {
+  return mode === '2' ? 'confined by a seccomp filter' : mode === '0' ? 'NOT confined (no seccomp filter: every path will pass)' : `seccomp mode ${mode ?? 'unknown'}`;
 }
 
 function cpuPkeys(): string {
@@ -279,11 +281,11 @@ export async function checkPaths(): Promise<PathResult[]> {
   return results;
 }
 
-export function formatReport(results: PathResult[]): string {
+export function formatReport(results: PathResult[], confined = true): string {
   const lines = results.map((r) => (r.ok ? `ok      ${r.path}` : `FAILED  ${r.path}\n        ${r.error}${r.refused ? `\n        refused call: ${r.refused}` : ''}`));
   const refused = [...new Set(results.flatMap((r) => (r.refused ? [r.refused] : [])))];
   const unnamed = results.filter((r) => !r.ok && !r.refused).length;
-  if (refused.length === 0 && unnamed === 0) lines.push('every path works');
+  if (refused.length === 0 && unnamed === 0) lines.push(confined ? 'every path works under this filter' : 'every path works (unconfined: this says nothing about a profile)');
   if (refused.length > 0) lines.push(`refused calls: ${refused.join(', ')}: add them to deploy/seccomp/kubearmor-relay.json (see deploy/seccomp/README.md)`);
   if (unnamed > 0) {
     lines.push(
@@ -299,8 +301,9 @@ export async function runSeccomp(argv: string[]): Promise<number> {
   if (sub === '--help' || sub === '-h') throw new HelpRequested(`${USAGE}\n\n${EXPLAIN_USAGE}`);
   if (sub === 'explain') return runExplain(rest);
   if (sub !== 'check' || rest.length > 0) throw new UsageError(`seccomp: expected \`seccomp check\` or \`seccomp explain\` (got ${argv.join(' ') || 'nothing'})\n${USAGE}\n\n${EXPLAIN_USAGE}`);
-  process.stdout.write(`kubearmor-relay seccomp check: node ${process.version} ${arch()}, ${confinement()}, CPU memory protection keys: ${cpuPkeys()}, V8 flags: ${process.execArgv.join(' ') || '(none)'}\n`);
+  const mode = seccompMode();
+  process.stdout.write(`kubearmor-relay seccomp check: node ${process.version} ${arch()}, ${describeMode(mode)}, CPU memory protection keys: ${cpuPkeys()}, V8 flags: ${process.execArgv.join(' ') || '(none)'}\n`);
   const results = await checkPaths();
-  process.stdout.write(`${formatReport(results)}\n`);
+  process.stdout.write(`${formatReport(results, mode === '2')}\n`);
   return results.every((r) => r.ok) ? 0 : 1;
 }
