@@ -36,8 +36,9 @@ Run it confined the way the relay runs:
   kubectl -n kubearmor exec deploy/kubearmor-relay -- /nodejs/bin/node /app/dist/server/main.js seccomp check
   /usr/bin/python3 scripts/seccomp-exec.py --profile deploy/seccomp/kubearmor-relay.json --name-refused -- node dist/server/main.js seccomp check`;
 
-const REFUSED_BASE = 3000;
-const REFUSED_FOR_ARGUMENTS = 3999;
+/** errno values of scripts/seccomp-exec.py --name-refused (3000 + syscall number; 3999). */
+export const REFUSED_BASE = 3000;
+export const REFUSED_FOR_ARGUMENTS = 3999;
 const PATH_TIMEOUT_MS = 15_000;
 
 export interface PathResult {

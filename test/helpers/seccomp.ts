@@ -14,9 +14,7 @@ export const EXEC = join(ROOT, 'scripts/seccomp-exec.py');
 /** Debian's interpreter, the one with python3-seccomp (a pyenv `python3` lacks it) */
 export const PYTHON = '/usr/bin/python3';
 
-/** errno values of seccomp-exec.py --name-refused */
-export const REFUSED_BASE = 3000;
-export const REFUSED_FOR_ARGUMENTS = 3999;
+export { REFUSED_BASE, REFUSED_FOR_ARGUMENTS } from '../../server/seccomp-check.js';
 
 export interface ProfileArg {
   index: number;
