@@ -23,9 +23,11 @@ COPY package.json package-lock.json ./
 RUN npm ci --ignore-scripts
 COPY tsconfig.json ./
 COPY proto ./proto
+# Only what the binary is made of (server/, its tools in server/tools/, certs/) and the
+# build step; the benchmark, the demo and the test harness stay out of the image.
 COPY server ./server
 COPY certs ./certs
-COPY scripts ./scripts
+COPY scripts/postbuild.mjs ./scripts/postbuild.mjs
 RUN npm run build \
  && npm prune --omit=dev --ignore-scripts \
  && rm -rf node_modules/.cache

@@ -97,7 +97,8 @@ function required(value: string, flag: string): string {
 
 /** Writes new files only: keys are created with mode 0600 from the start, never chmod-ed later. */
 function writeFiles(dir: string, files: ReadonlyArray<{ name: string; text: string; secret: boolean }>, force: boolean): void {
-  mkdirSync(dir, { recursive: true });
+  // explicit mode: a umask of 000 must not leave the key directory world-writable
+  mkdirSync(dir, { recursive: true, mode: 0o755 });
   const existing = files.filter((f) => existsSync(join(dir, f.name)));
   if (existing.length > 0 && !force) {
     throw new Error(`${existing.map((f) => join(dir, f.name)).join(', ')} already exist(s); use --force to replace`);

@@ -7,7 +7,9 @@ import { hostname } from 'node:os';
 import { isIP } from 'node:net';
 import * as x509 from '@peculiar/x509';
 import type { Role } from './material.js';
-import { keyMatchesCertificate, notAfter, parseCertificates, parsePrivateKey, webCryptoCurve } from './pem.js';
+import { certLabel, keyMatchesCertificate, notAfter, parseCertificates, parsePrivateKey, webCryptoCurve } from './pem.js';
+import { canSign } from './verify.js';
+import { parseCertificate as parseDer } from './x509.js';
 
 // Node's WebCrypto is the provider; @peculiar/x509 is written against the same API.
 const subtle = webcrypto.subtle;
@@ -47,9 +49,15 @@ export interface LeafRequest {
  */
 export function loadCaSigner(caCertPem: string, caKeyPem: string, names = { cert: 'ca.crt', key: 'ca.key' }): CaSigner {
   const key = parsePrivateKey(caKeyPem, names.key);
-  const certs = parseCertificates(caCertPem, names.cert);
-  const cert = certs.find((c) => keyMatchesCertificate(key, c));
-  if (!cert) throw new Error(`${names.key} does not match any certificate in ${names.cert}`);
+  const matching = parseCertificates(caCertPem, names.cert).filter((c) => keyMatchesCertificate(key, c));
+  if (matching.length === 0) throw new Error(`${names.key} does not match any certificate in ${names.cert}`);
+  // Leaves signed by a certificate that is not a CA are refused by every peer (Go included).
+  const cas = matching.filter((c) => canSign(parseDer(c.raw)));
+  if (cas.length === 0) {
+    throw new Error(`${names.cert}: the certificate of ${names.key} (${certLabel(matching[0]!)}) is not a CA (needs basicConstraints cA=TRUE and, with a key usage, keyCertSign)`);
+  }
+  // A CA renewed with the same key sits beside its predecessor: sign with the newest one.
+  const cert = cas.reduce((best, c) => (notAfter(c) > notAfter(best) ? c : best));
   signingAlgorithmFor(key); // fail now, not at the first renewal, on an unsupported key type
   return Object.freeze({ certPem: cert.toString(), cert, key });
 }

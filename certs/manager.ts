@@ -162,6 +162,9 @@ export class CertManager extends EventEmitter implements TlsMaterialSource {
       return text;
     };
     const bundle = loadTrustBundle(read('ca.crt'));
+    if (bundle.notCas.length > 0) {
+      this.log.warn({ certificates: bundle.notCas }, 'ca.crt holds certificates that are not CAs: they can issue nothing and are trusted only as themselves');
+    }
     if (this.options.provider === 'external') {
       const identities: Partial<Record<Role, Identity>> = {};
       for (const role of this.options.roles) {
@@ -169,6 +172,10 @@ export class CertManager extends EventEmitter implements TlsMaterialSource {
       }
       this.swap(bundle, identities, `external ${this.options.dir}`);
       return;
+    }
+    const keyMode = snapshot.modes.get('ca.key') ?? 0;
+    if (keyMode & 0o004) {
+      this.log.warn({ file: join(this.options.dir, 'ca.key'), mode: keyMode.toString(8).padStart(4, '0') }, 'the CA private key is readable by every user of this machine; make it 0600 (or 0440 with fsGroup)');
     }
     // @peculiar/x509 costs ~8 MiB of a 128 MiB pod: loaded only by the self provider.
     const { loadCaSigner } = await import('./issue.js');

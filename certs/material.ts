@@ -2,6 +2,7 @@
 // and the transport (which reads it at every handshake). Objects are frozen so a holder of
 // an old generation can never see it change underneath it.
 import type { X509Certificate } from 'node:crypto';
+import type { CertPool } from './chain.js';
 
 export type Role = 'server' | 'client';
 
@@ -22,9 +23,13 @@ export interface Identity {
 export interface TrustBundle {
   readonly pem: string;
   readonly certs: readonly X509Certificate[];
+  /** the same certificates as the verifier reads them */
+  readonly pool: CertPool;
   readonly fingerprints: readonly string[];
   /** the earliest NotAfter among the CAs: what the expiry gauge reports */
   readonly earliestNotAfter: Date;
+  /** entries that cannot issue (not cA=TRUE, or no keyCertSign): trusted only as themselves */
+  readonly notCas: readonly string[];
 }
 
 export interface TlsMaterial {

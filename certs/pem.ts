@@ -2,12 +2,37 @@
 // work; this module only splits bundles, names key types and compares public keys, so
 // that every caller reports the same precise reason for a bad file.
 import { KeyObject, X509Certificate, createPrivateKey, createPublicKey } from 'node:crypto';
+import { parseCertificate as parseDer } from './x509.js';
 
-const CERT_BLOCK = /-----BEGIN CERTIFICATE-----[\s\S]+?-----END CERTIFICATE-----/g;
+const BEGIN_CERT = '-----BEGIN CERTIFICATE-----';
+const END_CERT = '-----END CERTIFICATE-----';
+
+/**
+ * Most certificates one PEM file may hold: ca.crt holds a handful during a rotation, a
+ * served chain a leaf and its intermediates. Every CA's name goes into the TLS
+ * CertificateRequest, and peers refuse a request of thousands.
+ */
+export const MAX_PEM_CERTIFICATES = 100;
+
+/** The CERTIFICATE blocks of a PEM text, found in one linear pass (no backtracking regex). */
+export function pemCertificateBlocks(pem: string, what: string): string[] {
+  const blocks: string[] = [];
+  let from = 0;
+  for (;;) {
+    const begin = pem.indexOf(BEGIN_CERT, from);
+    if (begin === -1) break;
+    const end = pem.indexOf(END_CERT, begin + BEGIN_CERT.length);
+    if (end === -1) throw new Error(`${what}: certificate #${blocks.length + 1} has a BEGIN CERTIFICATE line and no END CERTIFICATE line`);
+    if (blocks.length === MAX_PEM_CERTIFICATES) throw new Error(`${what}: more than ${MAX_PEM_CERTIFICATES} certificates; refusing a bundle this large`);
+    blocks.push(pem.slice(begin, end + END_CERT.length));
+    from = end + END_CERT.length;
+  }
+  return blocks;
+}
 
 /** Every certificate in a PEM bundle (ca.crt may hold several CAs during a rotation). */
 export function parseCertificates(pem: string, what: string): X509Certificate[] {
-  const blocks = pem.match(CERT_BLOCK) ?? [];
+  const blocks = pemCertificateBlocks(pem, what);
   if (blocks.length === 0) throw new Error(`${what}: no PEM certificate found`);
   return blocks.map((block, i) => {
     try {
@@ -82,11 +107,24 @@ export function isoSeconds(date: Date): string {
 }
 
 export function notBefore(cert: X509Certificate): Date {
-  return new Date(cert.validFrom);
+  return validity(cert).notBefore;
 }
 
 export function notAfter(cert: X509Certificate): Date {
-  return new Date(cert.validTo);
+  return validity(cert).notAfter;
+}
+
+/**
+ * Read from the DER as Go reads it: Node's validFrom/validTo text loses the century of
+ * GeneralizedTime years before 100 (0049 reads as 2049). Node's text only for a
+ * certificate Go could not parse at all (a message about it still needs dates).
+ */
+function validity(cert: X509Certificate): { notBefore: Date; notAfter: Date } {
+  try {
+    return parseDer(cert.raw);
+  } catch {
+    return { notBefore: new Date(cert.validFrom), notAfter: new Date(cert.validTo) };
+  }
 }
 
 /** A one-line name for a certificate in logs: subject (commas) and serial. */

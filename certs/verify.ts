@@ -1,29 +1,24 @@
-// Chain verification done by hand, shared by the manager (before swapping material in) and
-// by both ends of every handshake. Why not OpenSSL's: operator- and karmor-made leaves have
-// subject == CA subject and no AKI, which OpenSSL takes for self-signed and rejects, and the
-// operator's CA carries a self-signature that does not verify. Like Go and OpenSSL, the
-// trust anchor's own signature is never checked; a leaf is trusted when a bundle CA whose
-// subject is the leaf's issuer verifies its signature, both are within their validity
-// windows, and the extended key usage (when present) allows the purpose.
-import { X509Certificate } from 'node:crypto';
-import { isIP } from 'node:net';
+// The trust decisions of the relay, on both hops and before any material is swapped in:
+// what a peer presents at a handshake, and what the certificate files hold. The verdict
+// is Go's crypto/x509 one (certs/chain.ts says how and why); this module turns files and
+// handshakes into its inputs and its answers into precise, loggable reasons.
+import type { X509Certificate } from 'node:crypto';
 import type { Identity, Role, TrustBundle } from './material.js';
-import { certLabel, isoSeconds, keyMatchesCertificate, notAfter, notBefore, oneLineName, parseCertificate, parseCertificates, parsePrivateKey } from './pem.js';
+import { CertPool, type ChainFailureReason, verifyChain } from './chain.js';
+import { certLabel, keyMatchesCertificate, notAfter, notBefore, oneLineName, parseCertificates, parsePrivateKey } from './pem.js';
+import { type Certificate, KEY_USAGE_CERT_SIGN, parseCertificate as parseDer } from './x509.js';
 
 /**
  * Allowance for a peer whose clock runs ahead of ours: karmor stamps NotBefore with the
- * client's own clock. Expiry gets no allowance.
+ * client's own clock. Expiry gets no allowance. (Go allows none: this is the one
+ * deliberate difference, and it only ever accepts a certificate minutes early.)
  */
 export const NOT_BEFORE_SKEW_MS = 5 * 60_000;
 
-const EKU_SERVER_AUTH = '1.3.6.1.5.5.7.3.1';
-const EKU_CLIENT_AUTH = '1.3.6.1.5.5.7.3.2';
-const EKU_ANY = '2.5.29.37.0';
-
-export type PeerFailureReason = 'no_certificate' | 'unknown_authority' | 'expired' | 'not_yet_valid' | 'bad_key_usage' | 'name_mismatch';
+export type PeerFailureReason = 'no_certificate' | 'malformed' | ChainFailureReason;
 
 export type PeerVerdict =
-  | { ok: true; subject: string; serial: string; issuer: X509Certificate }
+  | { ok: true; subject: string; serial: string; issuer: X509Certificate; chain: readonly Certificate[] }
   | { ok: false; reason: PeerFailureReason; detail: string };
 
 type Failure = Extract<PeerVerdict, { ok: false }>;
@@ -36,96 +31,94 @@ export interface VerifyPeerOptions {
   now?: Date;
 }
 
-/** The bundle CA that issued `leaf`: issuer name equals its subject and its key verifies the signature. */
-export function findIssuer(leaf: X509Certificate, bundle: readonly X509Certificate[]): X509Certificate | undefined {
-  for (const ca of bundle) {
-    if (ca.subject !== leaf.issuer) continue;
+/**
+ * Verifies what a peer presented (its leaf first, then any intermediates) against the
+ * trust bundle.
+ */
+export function verifyPeer(presented: readonly X509Certificate[] | undefined, bundle: TrustBundle, options: VerifyPeerOptions): PeerVerdict {
+  const what = options.purpose === 'client' ? 'client certificate' : 'server certificate';
+  if (!presented || presented.length === 0) return { ok: false, reason: 'no_certificate', detail: `peer presented no ${what}` };
+  const parsed: Certificate[] = [];
+  for (const [i, cert] of presented.entries()) {
     try {
-      if (leaf.verify(ca.publicKey)) return ca;
-    } catch {
-      // a key type this OpenSSL cannot verify with: not this CA
+      parsed.push(parseDer(cert.raw));
+    } catch (err) {
+      const which = i === 0 ? what : `certificate #${i + 1} of the presented chain`;
+      return { ok: false, reason: 'malformed', detail: `${which} ${certLabel(cert)} is refused: ${(err as Error).message}` };
     }
   }
-  return undefined;
+  const [leaf, ...intermediates] = parsed as [Certificate, ...Certificate[]];
+  const verdict = verifyChain(leaf, bundle.pool, {
+    purpose: options.purpose,
+    host: options.host,
+    now: options.now,
+    notBeforeSkewMs: NOT_BEFORE_SKEW_MS,
+    intermediates,
+    leafName: what,
+  });
+  if (!verdict.ok) {
+    const trusted = verdict.reason === 'unknown_authority' ? ` (${describeBundle(bundle)})` : '';
+    return { ok: false, reason: verdict.reason, detail: `${verdict.detail}${trusted}` };
+  }
+  const issuer = (verdict.chain[1] ?? verdict.chain[0]!).node;
+  return { ok: true, subject: oneLineName(leaf.node.subject), serial: leaf.node.serialNumber, issuer, chain: verdict.chain };
 }
 
-/** Validity window check; `what` names the certificate in the detail. */
+function describeBundle(bundle: TrustBundle): string {
+  return bundle.certs.map((ca) => oneLineName(ca.subject)).join(' | ');
+}
+
+/** Whether a certificate may issue others, as Go's CheckSignatureFrom decides it. */
+export function canSign(cert: Certificate): boolean {
+  if ((cert.version === 3 && !cert.basicConstraintsValid) || (cert.basicConstraintsValid && !cert.isCA)) return false;
+  return cert.keyUsage === 0 || (cert.keyUsage & KEY_USAGE_CERT_SIGN) !== 0;
+}
+
+/** Validity window check of material we hold (a CA we sign with); `what` names it. */
 export function checkValidity(cert: X509Certificate, now: Date, what: string): Failure | undefined {
   const from = notBefore(cert);
   const until = notAfter(cert);
-  if (now.getTime() > until.getTime()) {
-    return { ok: false, reason: 'expired', detail: `${what} ${certLabel(cert)} expired at ${isoSeconds(until)}` };
-  }
+  if (now.getTime() > until.getTime()) return { ok: false, reason: 'expired', detail: `${what} ${certLabel(cert)} expired at ${isoDate(until)}` };
   if (now.getTime() + NOT_BEFORE_SKEW_MS < from.getTime()) {
-    return { ok: false, reason: 'not_yet_valid', detail: `${what} ${certLabel(cert)} is not valid before ${isoSeconds(from)}` };
+    return { ok: false, reason: 'not_yet_valid', detail: `${what} ${certLabel(cert)} is not valid before ${isoDate(from)}` };
   }
   return undefined;
 }
 
-/** Extended key usage, where the extension is present (absent = any use, as in Go). */
-export function checkPurpose(cert: X509Certificate, purpose: Role, what: string): Failure | undefined {
-  const eku = cert.keyUsage; // Node names the EKU list "keyUsage"
-  if (!eku || eku.length === 0) return undefined;
-  const wanted = purpose === 'server' ? EKU_SERVER_AUTH : EKU_CLIENT_AUTH;
-  if (eku.includes(wanted) || eku.includes(EKU_ANY)) return undefined;
-  return {
-    ok: false,
-    reason: 'bad_key_usage',
-    detail: `${what} ${certLabel(cert)} is not valid for ${purpose === 'server' ? 'serverAuth' : 'clientAuth'} (extended key usage: ${eku.join(', ')})`,
-  };
+function isoDate(date: Date): string {
+  return date.toISOString().replace(/\.\d{3}Z$/, 'Z');
 }
 
-function describeBundle(bundle: readonly X509Certificate[]): string {
-  return bundle.map((ca) => oneLineName(ca.subject)).join(' | ');
-}
-
-/** Verifies a peer's leaf at a handshake against the current trust bundle. */
-export function verifyPeer(leaf: X509Certificate | undefined, bundle: readonly X509Certificate[], options: VerifyPeerOptions): PeerVerdict {
-  const now = options.now ?? new Date();
-  const what = options.purpose === 'client' ? 'client certificate' : 'server certificate';
-  if (!leaf) return { ok: false, reason: 'no_certificate', detail: `peer presented no ${what}` };
-  const issuer = findIssuer(leaf, bundle);
-  if (!issuer) {
-    return {
-      ok: false,
-      reason: 'unknown_authority',
-      detail: `${what} ${certLabel(leaf)} issued by "${oneLineName(leaf.issuer)}" is not signed by any trusted CA (${describeBundle(bundle)})`,
-    };
-  }
-  const failure =
-    checkValidity(leaf, now, what) ?? checkValidity(issuer, now, 'issuing CA') ?? checkPurpose(leaf, options.purpose, what) ?? checkName(leaf, options.host, what);
-  if (failure) return failure;
-  return { ok: true, subject: oneLineName(leaf.subject), serial: leaf.serialNumber, issuer };
-}
-
-function checkName(leaf: X509Certificate, host: string | undefined, what: string): Failure | undefined {
-  if (host === undefined || host === '') return undefined;
-  const bare = host.replace(/^\[(.*)\]$/, '$1');
-  const matched = isIP(bare) ? leaf.checkIP(bare) : leaf.checkHost(bare, { subject: 'never' }); // SANs only, as Go: never the subject CN
-  if (matched !== undefined) return undefined;
-  return {
-    ok: false,
-    reason: 'name_mismatch',
-    detail: `${what} ${certLabel(leaf)} is not valid for ${bare} (names: ${leaf.subjectAltName ?? 'none'})`,
-  };
-}
-
-/** Parses and checks ca.crt; throws an Error naming the exact problem. */
+/**
+ * Parses and checks ca.crt; throws an Error naming the exact problem. Entries that are not
+ * CAs are kept (Go keeps them: such a certificate is trusted only as itself) and listed in
+ * `notCas` so the operator is told they can issue nothing.
+ */
 export function loadTrustBundle(pem: string, what = 'ca.crt'): TrustBundle {
   const certs = parseCertificates(pem, what);
-  const earliest = certs.reduce((min, c) => (notAfter(c) < min ? notAfter(c) : min), notAfter(certs[0]!));
+  const parsed = certs.map((cert, i) => {
+    try {
+      return parseDer(cert.raw);
+    } catch (err) {
+      throw new Error(`${what}: certificate #${i + 1} (${certLabel(cert)}) is refused: ${(err as Error).message}`);
+    }
+  });
+  const earliest = parsed.reduce((min, c) => (c.notAfter < min ? c.notAfter : min), parsed[0]!.notAfter);
   return Object.freeze({
     pem,
     certs: Object.freeze([...certs]),
+    pool: new CertPool(parsed),
     fingerprints: Object.freeze(certs.map((c) => c.fingerprint256)),
     earliestNotAfter: earliest,
+    notCas: Object.freeze(parsed.filter((c) => !canSign(c)).map((c) => certLabel(c.node))),
   });
 }
 
 /**
  * Checks one identity before it may be swapped in: both files parse, the key belongs to
- * the certificate, it chains to the bundle, it is within its validity window and fit for
- * `purpose`. Throws an Error naming the exact problem.
+ * the leaf (the first certificate; any after it are its intermediates, served with it),
+ * it chains to the bundle, it is within its validity window and fit for `purpose`.
+ * Throws an Error naming the exact problem.
  */
 export function loadIdentity(
   files: { certPem: string; keyPem: string; certName: string; keyName: string },
@@ -133,12 +126,13 @@ export function loadIdentity(
   purpose: Role,
   now: Date = new Date(),
 ): Identity {
-  const cert = parseCertificate(files.certPem, files.certName);
+  const chain = parseCertificates(files.certPem, files.certName);
+  const cert = chain[0]!;
   const key = parsePrivateKey(files.keyPem, files.keyName);
   if (!keyMatchesCertificate(key, cert)) {
     throw new Error(`${files.keyName} does not match ${files.certName} (${certLabel(cert)}): the public keys differ`);
   }
-  const verdict = verifyPeer(cert, bundle.certs, { purpose, now });
+  const verdict = verifyPeer(chain, bundle, { purpose, now });
   if (!verdict.ok) throw new Error(`${files.certName}: ${verdict.reason}: ${verdict.detail}`);
   return Object.freeze({
     certPem: files.certPem,

@@ -15,10 +15,10 @@ import { KINDS, KIND_BY_NAME, type Kind } from '../server/kinds.js';
 import { decodeToObject } from '../server/proto.js';
 import { openMutualTls } from '../server/tls.js';
 import { PlaintextTransport, type Transport } from '../server/transport.js';
-import { startFakeNode, type FakeNode } from './fake-node.js';
-import { freePort } from './free-port.js';
-import { watch } from './logs.js';
-import { metricSum } from './prom-text.js';
+import { startFakeNode, type FakeNode } from '../server/tools/fake-node.js';
+import { freePort } from '../harness/free-port.js';
+import { watch } from '../server/tools/logs.js';
+import { metricSum } from '../harness/prom-text.js';
 
 const FLAGS = {
   seconds: { type: 'int', default: 8, help: 'how long the nodes produce events', check: checks.atLeast(1) },

@@ -44,6 +44,7 @@ export async function startApp(flags: RelayFlags, env: NodeJS.ProcessEnv, logger
       extraIpAddresses: flags.extraIpAddresses,
       podIp: env.POD_IP || undefined,
       serverName: flags.tlsServerName || undefined,
+      handshake: { maxPending: flags.tlsMaxPendingHandshakes, maxPendingPerSource: flags.tlsMaxPendingPerSource, timeoutMs: flags.tlsHandshakeTimeout },
       logger,
       registry: metrics.registry,
     });
@@ -68,6 +69,7 @@ export async function startApp(flags: RelayFlags, env: NodeJS.ProcessEnv, logger
     nodes: flags.nodes,
     queue: { maxEvents: flags.clientQueueSize, maxBytes: flags.clientQueueBytes },
     stallMs: flags.stallTimeout,
+    maxEventBytes: flags.maxEventBytes,
     transport,
     logger,
     stdoutKinds: StdoutExporter.kindsFromEnv(env),

@@ -1,4 +1,5 @@
 // The relay's flags: names, defaults and checks in one table. `--help` is generated from it.
+import { HANDSHAKE_DEFAULTS } from './handshake-gate.js';
 import { HUB_DEFAULTS } from './hub.js';
 import { UsageError, checks, parseFlags, type FlagTable, type ParsedFlags } from './flags.js';
 
@@ -27,6 +28,30 @@ export const RELAY_FLAGS = {
     default: HUB_DEFAULTS.queue.maxBytes,
     help: 'bytes a consumer may have waiting before the relay drops for that consumer',
     check: checks.atLeast(65536),
+  },
+  maxEventBytes: {
+    type: 'int',
+    default: HUB_DEFAULTS.maxEventBytes,
+    help: 'largest event accepted from a node daemon; a larger one is dropped (counted as oversize) and the node redialed',
+    check: checks.atLeast(1024),
+  },
+  tlsMaxPendingHandshakes: {
+    type: 'int',
+    default: HANDSHAKE_DEFAULTS.maxPending,
+    help: 'connections without a completed TLS handshake the relay holds at once; more are refused (counted)',
+    check: checks.atLeast(1),
+  },
+  tlsMaxPendingPerSource: {
+    type: 'int',
+    default: HANDSHAKE_DEFAULTS.maxPendingPerSource,
+    help: 'the same, per remote address',
+    check: checks.atLeast(1),
+  },
+  tlsHandshakeTimeout: {
+    type: 'duration',
+    default: `${HANDSHAKE_DEFAULTS.timeoutMs}ms`,
+    help: 'a connection without a verified TLS handshake after this long is closed',
+    check: checks.atLeast(100),
   },
   stallTimeout: {
     type: 'duration',
@@ -73,6 +98,12 @@ export function parseRelayFlags(argv: readonly string[], env: NodeJS.ProcessEnv 
   const stray = flags._[0];
   if (stray !== undefined) {
     throw new UsageError(`unexpected argument ${JSON.stringify(stray)}: flags take values as --flag=value or --flag value, booleans only as --flag=true|false`);
+  }
+  if (flags.maxEventBytes > flags.clientQueueBytes && !flags._set.has('maxEventBytes')) {
+    // the default yields to a smaller queue the user chose
+    (flags as { maxEventBytes: number }).maxEventBytes = flags.clientQueueBytes;
+  } else if (flags.maxEventBytes > flags.clientQueueBytes) {
+    throw new UsageError(`--maxEventBytes (${flags.maxEventBytes}) must not exceed --clientQueueBytes (${flags.clientQueueBytes}): a larger event could never be queued for a consumer`);
   }
   return flags;
 }

@@ -40,6 +40,12 @@ export interface HubOptions {
 
 export const HUB_DEFAULTS = {
   queue: { maxEvents: 1024, maxBytes: 1024 * 1024 },
+  /**
+   * KubeArmor events are a few KiB; a node sending a larger one is refused it (counted).
+   * With it, what one consumer can hold is bounded: its queue (maxBytes) plus, in flight,
+   * one batch in its HTTP/2 stream and one event gathering (batch-writer.ts).
+   */
+  maxEventBytes: 256 * 1024,
   stallMs: 2000,
   dropReportMs: 10_000,
 } as const;

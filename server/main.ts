@@ -9,10 +9,10 @@ import { StdoutExporter } from './stdout.js';
 type Subcommand = (argv: string[]) => Promise<number>;
 
 const SUBCOMMANDS: Record<string, () => Promise<Subcommand>> = {
-  'fake-node': async () => (await import('../scripts/fake-node.js')).runFakeNode,
-  logs: async () => (await import('../scripts/logs.js')).runLogs,
+  'fake-node': async () => (await import('./tools/fake-node.js')).runFakeNode,
+  logs: async () => (await import('./tools/logs.js')).runLogs,
   certs: async () => (await import('../certs/cli.js')).runCerts as Subcommand,
-  seccomp: async () => (await import('./seccomp-check.js')).runSeccomp,
+  seccomp: async () => (await import('./tools/seccomp-check.js')).runSeccomp,
 };
 
 async function runRelay(argv: string[]): Promise<number> {

@@ -28,6 +28,8 @@ export interface RelayOptions {
   backoff?: BackoffOptions;
   metrics?: RelayMetrics;
   transform?: EventTransform;
+  /** largest event accepted from a node daemon (default HUB_DEFAULTS.maxEventBytes) */
+  maxEventBytes?: number;
   /** another source (discovery) adds nodes later: no warning for an empty static list */
   expectMoreNodes?: boolean;
 }
@@ -76,6 +78,7 @@ export class Relay {
       healthTimeoutMs: 5000,
       stableAfterMs: 10_000,
       transform: opts.transform,
+      maxEventBytes: opts.maxEventBytes ?? HUB_DEFAULTS.maxEventBytes,
     });
     this.server = new grpc.Server(SERVER_OPTIONS);
     this.logService = new LogService(this.hub, opts.logger);

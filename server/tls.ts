@@ -18,6 +18,7 @@
 // Server.createConnectionInjector(insecure), which runs HTTP/2 on any duplex stream.
 // Dialing: a ChannelCredentials subclass whose secure connector wraps tls.connect.
 import * as grpc from '@grpc/grpc-js';
+import type { X509Certificate } from 'node:crypto';
 import type { Socket } from 'node:net';
 import { isIP } from 'node:net';
 import * as tls from 'node:tls';
@@ -26,7 +27,8 @@ import type { Counter, Registry } from 'prom-client';
 import { CertManager, type CertManagerInit } from '../certs/manager.js';
 import type { TlsMaterial, TlsMaterialSource } from '../certs/material.js';
 import { handshakeFailureCounter } from '../certs/metrics.js';
-import { verifyPeer } from '../certs/verify.js';
+import { type PeerFailureReason, verifyPeer } from '../certs/verify.js';
+import { HANDSHAKE_DEFAULTS, HandshakeGate, type HandshakeLimits } from './handshake-gate.js';
 import { type Listening, type Transport, formatHostPort } from './transport.js';
 
 export interface MutualTlsOptions {
@@ -34,28 +36,24 @@ export interface MutualTlsOptions {
   registry?: Registry;
   /** name to verify the dialed server's certificate against instead of the dialed host */
   serverName?: string;
+  /** bounds on connections that have not completed a verified handshake */
+  handshake?: Partial<HandshakeLimits>;
 }
 
-/** Reasons a handshake is refused; the first six come from certs/verify.ts. */
+/** Reasons a handshake is refused: the verifier's (certs/verify.ts) and the transport's own. */
 export type HandshakeFailureReason =
-  | 'no_certificate'
-  | 'unknown_authority'
-  | 'expired'
-  | 'not_yet_valid'
-  | 'bad_key_usage'
-  | 'name_mismatch'
+  | PeerFailureReason
   | 'no_alpn'
   | 'not_tls'
   | 'protocol_version'
   | 'reset'
   | 'timeout'
+  | 'too_many_pending'
   | 'closed'
   | 'handshake_error';
 
 const MIN_VERSION: tls.SecureVersion = 'TLSv1.2';
 const ALPN = ['h2'];
-/** a peer that stalls mid-handshake is dropped after this long, on either side */
-const HANDSHAKE_TIMEOUT_MS = 15_000;
 const REPEAT_LOG_INTERVAL_MS = 60_000;
 
 type SecureConnector = ReturnType<grpc.ChannelCredentials['_createSecureConnector']>;
@@ -78,6 +76,25 @@ export function classifyTlsError(err: Error & { code?: string }): HandshakeFailu
 /** OpenSSL messages carry addresses and source paths; its `reason` field is the readable part. */
 function describeTlsError(err: Error & { code?: string; reason?: string }): string {
   return err.reason ? `${err.reason}${err.code ? ` (${err.code})` : ''}` : err.message;
+}
+
+/** Most certificates of a peer's chain looked at: Go's verifier gives up after 100 signature checks. */
+const MAX_PRESENTED_CHAIN = 16;
+
+/**
+ * The leaf a peer presented, then the intermediates it sent. Node exposes the sent chain
+ * only as issuer links that OpenSSL made (X509_check_issued over what the peer sent, then
+ * our own trust store): walk them, stopping at a loop.
+ */
+function peerChain(socket: tls.TLSSocket): X509Certificate[] {
+  const chain: X509Certificate[] = [];
+  const seen = new Set<string>();
+  for (let cert = socket.getPeerX509Certificate(); cert && chain.length < MAX_PRESENTED_CHAIN; cert = cert.issuerCertificate) {
+    if (seen.has(cert.fingerprint256)) break;
+    seen.add(cert.fingerprint256);
+    chain.push(cert);
+  }
+  return chain;
 }
 
 function serverContextOptions(material: TlsMaterial): tls.SecureContextOptions {
@@ -104,6 +121,7 @@ export class MutualTlsTransport implements Transport {
   /** one client SecureContext per material generation, instead of parsing the key at every dial */
   private readonly clientContexts = new WeakMap<TlsMaterial, tls.SecureContext>();
   private readonly recentRefusals = new Map<string, { at: number; quiet: number }>();
+  private readonly limits: HandshakeLimits;
 
   constructor(
     private readonly source: TlsMaterialSource,
@@ -112,6 +130,7 @@ export class MutualTlsTransport implements Transport {
     this.name = `mutual TLS (${source.current().origin})`;
     this.log = options.logger.child({ component: 'tls' });
     this.failures = handshakeFailureCounter(options.registry);
+    this.limits = { ...HANDSHAKE_DEFAULTS, ...options.handshake };
   }
 
   serve(server: grpc.Server, host: string, port: number): Promise<Listening> {
@@ -121,7 +140,8 @@ export class MutualTlsTransport implements Transport {
       // the chain is checked in 'secureConnection' by certs/verify.ts (see top of file)
       rejectUnauthorized: false,
       ALPNProtocols: ALPN,
-      handshakeTimeout: HANDSHAKE_TIMEOUT_MS,
+      // the gate below closes late handshakes; Node's own timer is only a backstop
+      handshakeTimeout: this.limits.timeoutMs + 1000,
       // as grpc-js does for its own sockets: events are small writes that must not wait
       // for Nagle; TCP keepalive notices consumers whose host vanished
       noDelay: true,
@@ -139,9 +159,18 @@ export class MutualTlsTransport implements Transport {
     };
     this.source.on('change', onChange);
 
-    tlsServer.on('secureConnection', (socket: tls.TLSSocket) => this.accept(socket, injector));
+    const gate = new HandshakeGate(this.limits, (reason, socket, detail) => this.refused('server', reason, detail, socket.remoteAddress, socket.remotePort));
+    // 'connection' hands over the TCP socket before any TLS byte is read
+    tlsServer.on('connection', (socket: Socket) => gate.admit(socket));
+    tlsServer.on('secureConnection', (socket: tls.TLSSocket) => {
+      gate.settled(socket);
+      this.accept(socket, injector);
+    });
     tlsServer.on('tlsClientError', (err: Error & { code?: string }, socket: tls.TLSSocket) => {
+      gate.settled(socket);
       this.refused('server', classifyTlsError(err), describeTlsError(err), socket.remoteAddress, socket.remotePort);
+      // Node leaves the socket open after a handshake error or timeout: close it
+      socket.destroy();
     });
 
     return new Promise((resolve, reject) => {
@@ -163,6 +192,7 @@ export class MutualTlsTransport implements Transport {
             this.source.off('change', onChange);
             // stop accepting; established connections belong to the grpc Server now
             tlsServer.close();
+            gate.close();
           },
         });
       });
@@ -181,7 +211,7 @@ export class MutualTlsTransport implements Transport {
       return;
     }
     const material = this.source.current();
-    const verdict = verifyPeer(socket.getPeerX509Certificate(), material.ca.certs, { purpose: 'client' });
+    const verdict = verifyPeer(peerChain(socket), material.ca, { purpose: 'client' });
     if (!verdict.ok) {
       refuse(verdict.reason, verdict.detail);
       return;
@@ -262,15 +292,15 @@ export class MutualTlsTransport implements Transport {
       };
       const onError = (err: Error & { code?: string }): void => fail(classifyTlsError(err), describeTlsError(err));
       const onClose = (): void => fail('closed', 'connection closed during the TLS handshake');
-      const onTimeout = (): void => fail('timeout', `no TLS handshake within ${HANDSHAKE_TIMEOUT_MS / 1000}s`);
+      const onTimeout = (): void => fail('timeout', `no TLS handshake within ${this.limits.timeoutMs / 1000}s`);
       tlsSocket.once('error', onError);
       tlsSocket.once('close', onClose);
-      tlsSocket.setTimeout(HANDSHAKE_TIMEOUT_MS, onTimeout);
+      tlsSocket.setTimeout(this.limits.timeoutMs, onTimeout);
       tlsSocket.once('secureConnect', () => {
         tlsSocket.setTimeout(0);
         tlsSocket.removeListener('timeout', onTimeout);
         if (tlsSocket.alpnProtocol !== 'h2') return fail('no_alpn', `server did not negotiate ALPN h2 (got ${tlsSocket.alpnProtocol || 'none'})`);
-        const verdict = verifyPeer(tlsSocket.getPeerX509Certificate(), this.source.current().ca.certs, { purpose: 'server', host: name });
+        const verdict = verifyPeer(peerChain(tlsSocket), this.source.current().ca, { purpose: 'server', host: name });
         if (!verdict.ok) return fail(verdict.reason, verdict.detail);
         settled = true;
         tlsSocket.removeListener('error', onError);
@@ -317,8 +347,10 @@ export class VerifyingChannelCredentials extends grpc.ChannelCredentials {
  * (`roles: ['server']`: ca.crt, server.crt, server.key) or a consumer (`roles: ['client']`).
  * Close the manager when done.
  */
-export async function openMutualTls(init: CertManagerInit & { serverName?: string }): Promise<{ transport: MutualTlsTransport; manager: CertManager }> {
+export async function openMutualTls(
+  init: CertManagerInit & Pick<MutualTlsOptions, 'serverName' | 'handshake'>,
+): Promise<{ transport: MutualTlsTransport; manager: CertManager }> {
   const manager = new CertManager(init);
   await manager.start();
-  return { transport: new MutualTlsTransport(manager, { logger: init.logger, registry: init.registry, serverName: init.serverName }), manager };
+  return { transport: new MutualTlsTransport(manager, { logger: init.logger, registry: init.registry, serverName: init.serverName, handshake: init.handshake }), manager };
 }

@@ -28,6 +28,8 @@ export interface UpstreamOptions {
   /** a session that lasted this long resets the backoff */
   stableAfterMs: number;
   transform?: EventTransform;
+  /** grpc-js refuses a larger message before buffering it, so this bounds memory per stream */
+  maxEventBytes: number;
 }
 
 const identity = (b: Buffer): Buffer => b;
@@ -90,7 +92,7 @@ export class Upstream {
       'grpc.use_local_subchannel_pool': 1,
       'grpc.keepalive_time_ms': NODE_KEEPALIVE_MS,
       'grpc.keepalive_permit_without_calls': 0,
-      'grpc.max_receive_message_length': 16 * 1024 * 1024,
+      'grpc.max_receive_message_length': this.opts.maxEventBytes,
       'grpc.enable_retries': 0,
     });
     this.client = client;
@@ -148,6 +150,11 @@ export class Upstream {
     // 'error' carries the non-OK status; 'status' always comes last, OK or not.
     stream.on('error', () => {});
     stream.on('status', (status: grpc.StatusObject) => {
+      if (status.code === grpc.status.RESOURCE_EXHAUSTED) {
+        // grpc-js ends the call on a message above the limit: that event is lost, and counted
+        this.opts.metrics.dropped.tally({ kind: spec.kind, reason: 'oversize' }).n++;
+        this.log.warn({ kind: spec.kind, limit: this.opts.maxEventBytes, details: status.details }, 'node sent an event larger than --maxEventBytes; dropped it and reconnecting');
+      }
       const why = status.code === grpc.status.OK ? `${spec.method} stream ended by the node` : `${spec.method} stream failed: ${grpc.status[status.code]} ${status.details}`;
       this.lost(session, why);
     });

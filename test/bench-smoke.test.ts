@@ -7,9 +7,9 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { afterAll, describe, expect, it } from 'vitest';
-import type { BenchReport } from '../scripts/bench.js';
+import type { BenchReport } from '../bench/report.js';
 
-const BENCH = fileURLToPath(new URL('../dist/scripts/bench.js', import.meta.url));
+const BENCH = fileURLToPath(new URL('../dist/bench/main.js', import.meta.url));
 const dir = mkdtempSync(join(tmpdir(), 'bench-smoke-'));
 afterAll(() => rmSync(dir, { recursive: true, force: true }));
 

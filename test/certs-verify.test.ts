@@ -16,53 +16,54 @@ describe('verifyPeer', () => {
   afterAll(() => dir.remove());
 
   const cert = (pem: string) => new X509Certificate(pem);
+  const bundle = (...cas: X509Certificate[]) => loadTrustBundle(cas.map((c) => c.toString()).join(''));
 
   it('accepts a client certificate signed by a CA of the bundle and reports subject and serial', async () => {
     const c = await leaf(ca, 'client');
-    const verdict = verifyPeer(cert(c.certPem), [other.signer.cert, ca.signer.cert], { purpose: 'client' });
+    const verdict = verifyPeer([cert(c.certPem)], bundle(other.signer.cert, ca.signer.cert), { purpose: 'client' });
     expect(verdict).toMatchObject({ ok: true, subject: 'O=kubearmor, CN=test-client', serial: cert(c.certPem).serialNumber });
   });
 
   it('refuses a missing certificate with no_certificate', () => {
-    expect(verifyPeer(undefined, [ca.signer.cert], { purpose: 'client' })).toMatchObject({ ok: false, reason: 'no_certificate' });
+    expect(verifyPeer(undefined, bundle(ca.signer.cert), { purpose: 'client' })).toMatchObject({ ok: false, reason: 'no_certificate' });
   });
 
   it('refuses a certificate from another CA with unknown_authority and names the trusted CAs', async () => {
     const c = await leaf(other, 'client');
-    const verdict = verifyPeer(cert(c.certPem), [ca.signer.cert], { purpose: 'client' });
+    const verdict = verifyPeer([cert(c.certPem)], bundle(ca.signer.cert), { purpose: 'client' });
     expect(verdict).toMatchObject({ ok: false, reason: 'unknown_authority' });
     expect(!verdict.ok && verdict.detail).toContain('CN=verify-ca');
   });
 
   it('refuses an expired certificate and says when it expired', async () => {
     const c = await leaf(ca, 'client', { now: new Date(Date.now() - 3 * DAY), validityMs: DAY });
-    const verdict = verifyPeer(cert(c.certPem), [ca.signer.cert], { purpose: 'client' });
+    const verdict = verifyPeer([cert(c.certPem)], bundle(ca.signer.cert), { purpose: 'client' });
     expect(verdict).toMatchObject({ ok: false, reason: 'expired' });
     expect(!verdict.ok && verdict.detail).toMatch(/expired at \d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ$/);
   });
 
   it('refuses a certificate that is valid only from tomorrow with not_yet_valid', async () => {
     const c = await leaf(ca, 'client', { now: new Date(Date.now() + DAY) });
-    expect(verifyPeer(cert(c.certPem), [ca.signer.cert], { purpose: 'client' })).toMatchObject({ ok: false, reason: 'not_yet_valid' });
+    expect(verifyPeer([cert(c.certPem)], bundle(ca.signer.cert), { purpose: 'client' })).toMatchObject({ ok: false, reason: 'not_yet_valid' });
   });
 
   it('tolerates a peer clock a little ahead (NotBefore two minutes in the future)', async () => {
     const c = await leaf(ca, 'client', { now: new Date(Date.now() + 3 * 60_000) });
-    expect(verifyPeer(cert(c.certPem), [ca.signer.cert], { purpose: 'client' })).toMatchObject({ ok: true });
+    expect(verifyPeer([cert(c.certPem)], bundle(ca.signer.cert), { purpose: 'client' })).toMatchObject({ ok: true });
   });
 
   it('refuses a server-only certificate used as a client with bad_key_usage', async () => {
     const s = await leaf(ca, 'server');
-    expect(verifyPeer(cert(s.certPem), [ca.signer.cert], { purpose: 'client' })).toMatchObject({ ok: false, reason: 'bad_key_usage' });
+    expect(verifyPeer([cert(s.certPem)], bundle(ca.signer.cert), { purpose: 'client' })).toMatchObject({ ok: false, reason: 'bad_key_usage' });
   });
 
   it('checks the dialed name: DNS names with checkHost, IP addresses with checkIP', async () => {
     const s = await leaf(ca, 'server', { dnsNames: ['relay.example'], ipAddresses: ['10.1.2.3'] });
     const x = cert(s.certPem);
-    expect(verifyPeer(x, [ca.signer.cert], { purpose: 'server', host: 'relay.example' }).ok).toBe(true);
-    expect(verifyPeer(x, [ca.signer.cert], { purpose: 'server', host: '10.1.2.3' }).ok).toBe(true);
-    expect(verifyPeer(x, [ca.signer.cert], { purpose: 'server', host: 'other.example' })).toMatchObject({ ok: false, reason: 'name_mismatch' });
-    expect(verifyPeer(x, [ca.signer.cert], { purpose: 'server', host: '10.1.2.4' })).toMatchObject({ ok: false, reason: 'name_mismatch' });
+    expect(verifyPeer([x], bundle(ca.signer.cert), { purpose: 'server', host: 'relay.example' }).ok).toBe(true);
+    expect(verifyPeer([x], bundle(ca.signer.cert), { purpose: 'server', host: '10.1.2.3' }).ok).toBe(true);
+    expect(verifyPeer([x], bundle(ca.signer.cert), { purpose: 'server', host: 'other.example' })).toMatchObject({ ok: false, reason: 'name_mismatch' });
+    expect(verifyPeer([x], bundle(ca.signer.cert), { purpose: 'server', host: '10.1.2.4' })).toMatchObject({ ok: false, reason: 'name_mismatch' });
   });
 
   it('accepts karmor-shaped leaves (subject equal to the CA subject, no AKI) under an operator CA whose self-signature does not verify', () => {
@@ -72,8 +73,8 @@ describe('verifyPeer', () => {
     const client = karmorLeaf(dir.path, 'karmor', 'client');
     const node = karmorLeaf(dir.path, 'node', 'server', '10.0.0.7');
     expect(cert(client.certPem).subject).toBe(operator.subject);
-    expect(verifyPeer(cert(client.certPem), [operator], { purpose: 'client' })).toMatchObject({ ok: true, serial: '01' });
-    expect(verifyPeer(cert(node.certPem), [operator], { purpose: 'server', host: '10.0.0.7' })).toMatchObject({ ok: true });
+    expect(verifyPeer([cert(client.certPem)], bundle(operator), { purpose: 'client' })).toMatchObject({ ok: true, serial: '01' });
+    expect(verifyPeer([cert(node.certPem)], bundle(operator), { purpose: 'server', host: '10.0.0.7' })).toMatchObject({ ok: true });
   });
 });
 

@@ -2,8 +2,8 @@ import * as grpc from '@grpc/grpc-js';
 import { afterEach, describe, expect, it } from 'vitest';
 import { KINDS, KIND_BY_NAME, type Kind } from '../server/kinds.js';
 import { decodeReply, decodeToObject, encodeNonce, encodeRequest, type EventObject } from '../server/proto.js';
-import { createEventSource, decodeEvent, encodeEvent, eventMeta, eventMetaFromBytes, rfc3339Nano } from '../scripts/events.js';
-import { runFakeNode, startFakeNode, type FakeNode } from '../scripts/fake-node.js';
+import { createEventSource, decodeEvent, encodeEvent, eventMeta, eventMetaFromBytes, rfc3339Nano } from '../server/tools/events.js';
+import { runFakeNode, startFakeNode, type FakeNode } from '../server/tools/fake-node.js';
 import { startPausableProxy } from './helpers/node-proxy.js';
 import { collect, eventually } from './helpers/node-watch.js';
 import { normalizePythonEvent, runPythonConsumer } from './helpers/python-peers.js';
@@ -221,7 +221,9 @@ describe('the fake node daemon', () => {
     expect(n.sent.alert).toBeGreaterThan(0);
     expect(n.sent.alert).toBeLessThan(total);
     proxy.resume();
-    await eventually(() => seqs.length === total);
+    // The node builds and encodes each of the 20 000 events as it sends (hundreds of µs
+    // each): on two loaded cores that alone can pass the default 10 s.
+    await eventually(() => seqs.length === total, 45_000, `all ${total} events after the reader resumed`);
     expect(seqs).toEqual(Array.from({ length: total }, (_, i) => i + 1));
   });
 

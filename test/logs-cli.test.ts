@@ -1,9 +1,9 @@
 import { afterEach, describe, expect, it } from 'vitest';
 import { KIND_BY_NAME, type Kind } from '../server/kinds.js';
 import { decodeToObject, type EventObject } from '../server/proto.js';
-import { createEventSource, decodeEvent, encodeEvent } from '../scripts/events.js';
-import { startFakeNode, type FakeNode, type FakeNodeOptions } from '../scripts/fake-node.js';
-import { formatText, runLogs, streamsFor, watch, type LogsDeps } from '../scripts/logs.js';
+import { createEventSource, decodeEvent, encodeEvent } from '../server/tools/events.js';
+import { startFakeNode, type FakeNode, type FakeNodeOptions } from '../server/tools/fake-node.js';
+import { formatText, runLogs, streamsFor, watch, type LogsDeps } from '../server/tools/logs.js';
 import { collect, eventually } from './helpers/node-watch.js';
 import { startPythonNode } from './helpers/python-peers.js';
 

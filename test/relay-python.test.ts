@@ -6,12 +6,12 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import pino from 'pino';
 import { afterAll, describe, expect, it } from 'vitest';
-import { startFakeNode, type FakeNode } from '../scripts/fake-node.js';
+import { startFakeNode, type FakeNode } from '../server/tools/fake-node.js';
 import { openMutualTls } from '../server/tls.js';
-import { createEventSource } from '../scripts/events.js';
+import { createEventSource } from '../server/tools/events.js';
 import { KINDS, type Kind } from '../server/kinds.js';
 import { decodeToObject, encodeFromObject, type EventObject } from '../server/proto.js';
-import { normalizePythonEvent, runPythonConsumer, startPythonNode, type PythonNode } from './helpers/python-peers.js';
+import { normalizePythonEvent, runPythonConsumer, startPythonNode, whileConsumerRuns, type PythonNode } from './helpers/python-peers.js';
 import { MAIN, eventually, freePort, metricValue, startRelayProcess, type RelayProcess } from './helpers/relay-process.js';
 
 describe('relay between Python gRPC peers', () => {
@@ -33,10 +33,13 @@ describe('relay between Python gRPC peers', () => {
     relay = await startRelayProcess({ args: [`--nodes=127.0.0.1:${port}`] });
     const total = 16;
     const consumer = runPythonConsumer({ target: relay.target, watch: ['alert:policy', 'log:system', 'message:'], count: total, timeoutSeconds: 40, healthcheck: 4242 });
-    await eventually(async () => {
-      const text = await relay!.metrics();
-      return KINDS.every((s) => metricValue(text, 'kubearmor_relay_clients', { kind: s.kind }) === 1) || undefined;
-    }, 30_000, 'the Python consumer to subscribe');
+    await whileConsumerRuns(
+      consumer,
+      eventually(async () => {
+        const text = await relay!.metrics();
+        return KINDS.every((s) => metricValue(text, 'kubearmor_relay_clients', { kind: s.kind }) === 1) || undefined;
+      }, 30_000, 'the Python consumer to subscribe'),
+    );
     node = await startPythonNode(events, port);
 
     const result = await consumer;
@@ -66,7 +69,7 @@ describe('relay between Python gRPC peers', () => {
     let fake: FakeNode | undefined;
     try {
       const consumer = runPythonConsumer({ target: tlsRelay.target, watch: ['alert:all'], count: 5, timeoutSeconds: 40, healthcheck: 7, tlsDir: clientDir, serverName: 'localhost' });
-      await eventually(async () => metricValue(await tlsRelay.metrics(), 'kubearmor_relay_clients', { kind: 'alert' }) === 1 || undefined, 30_000, 'the Python consumer over TLS');
+      await whileConsumerRuns(consumer, eventually(async () => metricValue(await tlsRelay.metrics(), 'kubearmor_relay_clients', { kind: 'alert' }) === 1 || undefined, 30_000, 'the Python consumer over TLS'));
       fake = await startFakeNode({ port: nodePort, nodeName: 'tls-node', rate: 50, kinds: ['alert'], transport });
       const result = await consumer;
       expect(result.code, result.stderr).toBe(0);

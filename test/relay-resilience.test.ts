@@ -2,7 +2,7 @@
 // reading, bad command lines.
 import { spawnSync } from 'node:child_process';
 import { afterEach, describe, expect, it } from 'vitest';
-import { startFakeNode, type FakeNode } from '../scripts/fake-node.js';
+import { startFakeNode, type FakeNode } from '../server/tools/fake-node.js';
 import { decodeNonce, decodeToObject, encodeReply, types } from '../server/proto.js';
 import { MAIN, eventually, freePort, metricValue, startRelayProcess, type RelayProcess } from './helpers/relay-process.js';
 import * as grpc from '@grpc/grpc-js';

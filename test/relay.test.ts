@@ -4,7 +4,7 @@ import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import * as grpc from '@grpc/grpc-js';
 import { KINDS, type Kind } from '../server/kinds.js';
 import { decodeToObject, types } from '../server/proto.js';
-import { startFakeNode, type FakeNode } from '../scripts/fake-node.js';
+import { startFakeNode, type FakeNode } from '../server/tools/fake-node.js';
 import { eventually, freePort, metricValue, startRelayProcess, type RelayProcess } from './helpers/relay-process.js';
 import { rawHealthCheck, rawWatch, type RawWatch } from './helpers/raw-client.js';
 

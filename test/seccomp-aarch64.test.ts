@@ -9,7 +9,7 @@
 // them with qemu-user and Debian's arm64 cross libraries (sysroot /usr/aarch64-linux-gnu).
 import { spawnSync } from 'node:child_process';
 import { describe, expect, it } from 'vitest';
-import { SYSCALL_NAMES } from '../server/syscall-names.js';
+import { SYSCALL_NAMES } from '../server/tools/syscall-names.js';
 import { MAIN } from './helpers/relay-process.js';
 import { allowedNames, loadProfile } from './helpers/seccomp.js';
 

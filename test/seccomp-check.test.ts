@@ -6,9 +6,9 @@ import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
-import { refusedCall } from '../server/seccomp-check.js';
-import { explain, parseSeccompRecords } from '../server/seccomp-explain.js';
-import { SYSCALL_NAMES } from '../server/syscall-names.js';
+import { refusedCall } from '../server/tools/seccomp-check.js';
+import { explain, parseSeccompRecords } from '../server/tools/seccomp-explain.js';
+import { SYSCALL_NAMES } from '../server/tools/syscall-names.js';
 import { MAIN } from './helpers/relay-process.js';
 import { loadProfile, nodeOptionsFromEnv, pythonJson, runConfined } from './helpers/seccomp.js';
 

@@ -14,7 +14,7 @@ import { join } from 'node:path';
 import pino from 'pino';
 import { afterEach, describe, expect, it } from 'vitest';
 import { runCerts } from '../certs/cli.js';
-import { startFakeNode, type FakeNode } from '../scripts/fake-node.js';
+import { startFakeNode, type FakeNode } from '../server/tools/fake-node.js';
 import { openMutualTls } from '../server/tls.js';
 import { FakeKubeApi, kubeconfigFor, pod, service } from './helpers/fake-kube-api.js';
 import { rawHealthCheck, rawWatch, type RawWatch } from './helpers/raw-client.js';

@@ -1,6 +1,6 @@
-// Small in-process helpers over scripts/logs.ts `watch()` for the tests.
+// Small in-process helpers over server/tools/logs.ts `watch()` for the tests.
 import type { Kind } from '../../server/kinds.js';
-import { watch, type StreamSpec, type WatchHandle } from '../../scripts/logs.js';
+import { watch, type StreamSpec, type WatchHandle } from '../../server/tools/logs.js';
 
 export interface Collected {
   handle: WatchHandle;
@@ -43,4 +43,4 @@ export function collect(target: string, streams: readonly StreamSpec[]): Collect
   };
 }
 
-export { eventually } from '../../scripts/eventually.js';
+export { eventually } from '../../harness/eventually.js';

@@ -1,6 +1,7 @@
 // Spawning the independent Python peers (test/peers/*.py) and reading their output.
 // Python gRPC code is generated from proto/kubearmor.proto at test time, never committed.
-// A missing python3-grpcio makes these helpers throw: interop tests fail, they never skip.
+// A missing python3-grpcio makes these helpers throw: interop tests fail, they never skip,
+// and a peer that exits early fails its test at once with the peer's stderr.
 import { spawn, type ChildProcess } from 'node:child_process';
 import { mkdtemp, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
@@ -81,7 +82,8 @@ export async function startPythonNode(events: EventsByKind, port = 0): Promise<P
       }
     });
     child.on('error', reject);
-    void exited.then((code) => reject(new Error(`python_node exited with ${code}: ${stderr.trim()}`)));
+    // 'close', not 'exit': only then has all of the node's stderr been read.
+    child.on('close', (code) => reject(new Error(`python_node exited with ${code} before it listened: ${stderr.trim() || '(nothing on stderr)'}`)));
   });
   return {
     port: bound,
@@ -130,6 +132,18 @@ export async function runPythonConsumer(opts: ConsumerOptions): Promise<Consumer
     else result.events.push({ kind: parsed.kind!, event: parsed.event! });
   }
   return result;
+}
+
+/**
+ * Waits for `condition` while the consumer runs. A consumer that exits first (or cannot
+ * start) fails the wait at once with its own stderr, instead of the wait timing out on a
+ * peer that is gone.
+ */
+export function whileConsumerRuns<T>(consumer: Promise<ConsumerResult>, condition: Promise<T>): Promise<T> {
+  const exitedFirst = consumer.then((r): never => {
+    throw new Error(`the Python consumer exited with ${r.code} before it was expected to: ${r.stderr.trim() || '(nothing on stderr)'}`);
+  });
+  return Promise.race([condition, exitedFirst]);
 }
 
 /**

@@ -4,7 +4,7 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import { once } from 'node:events';
 import { fileURLToPath } from 'node:url';
 import { createInterface } from 'node:readline';
-import { freePort } from '../../scripts/free-port.js';
+import { freePort } from '../../harness/free-port.js';
 
 export const MAIN = fileURLToPath(new URL('../../dist/server/main.js', import.meta.url));
 
@@ -128,8 +128,8 @@ export async function startRelayProcess(opts: StartOptions = {}): Promise<RelayP
   };
 }
 
-export { metricValue } from '../../scripts/prom-text.js';
+export { metricValue } from '../../harness/prom-text.js';
 
-export { eventually } from '../../scripts/eventually.js';
+export { eventually } from '../../harness/eventually.js';
 
 export { freePort };

@@ -14,7 +14,7 @@ export const EXEC = join(ROOT, 'scripts/seccomp-exec.py');
 /** Debian's interpreter, the one with python3-seccomp (a pyenv `python3` lacks it) */
 export const PYTHON = '/usr/bin/python3';
 
-export { REFUSED_BASE, REFUSED_FOR_ARGUMENTS } from '../../server/seccomp-check.js';
+export { REFUSED_BASE, REFUSED_FOR_ARGUMENTS } from '../../server/tools/seccomp-check.js';
 
 export interface ProfileArg {
   index: number;

@@ -10,7 +10,7 @@ import type { IssuedPair } from '../../certs/issue.js';
 import type { CertManager } from '../../certs/manager.js';
 import { decodeReply, encodeNonce } from '../../server/proto.js';
 import { MutualTlsTransport, openMutualTls } from '../../server/tls.js';
-import { type FakeNode, type FakeNodeOptions, startFakeNode } from '../../scripts/fake-node.js';
+import { type FakeNode, type FakeNodeOptions, startFakeNode } from '../../server/tools/fake-node.js';
 import { StaticSource, captureLogger, rawMaterial, tempDir } from './certs-fixtures.js';
 
 export interface Handshake {
@@ -122,7 +122,9 @@ export async function startTlsNode(caPem: string, server: IssuedPair, options: O
 export function runCommand(cmd: string, args: string[], input = '', timeoutMs = 10_000): Promise<{ code: number; output: string }> {
   return new Promise((resolve) => {
     const child = execFile(cmd, args, { timeout: timeoutMs }, (err, stdout, stderr) => {
-      resolve({ code: err ? (typeof err.code === 'number' ? err.code : 1) : 0, output: stdout + stderr });
+      // A command that cannot start (ENOENT) says so in the output the test shows.
+      const failedToStart = err && typeof err.code !== 'number' ? `${cmd}: ${err.message}\n` : '';
+      resolve({ code: err ? (typeof err.code === 'number' ? err.code : 1) : 0, output: failedToStart + stdout + stderr });
     });
     child.stdin?.end(input);
   });

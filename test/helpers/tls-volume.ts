@@ -1,2 +1,2 @@
 // The kubelet volume helpers live with the tools (bench:tls uses them too).
-export * from '../../scripts/kubelet-volume.js';
+export * from '../../harness/kubelet-volume.js';

@@ -1,9 +1,9 @@
 // Consumers for `npm run bench`: one process holds one or many consumers, each a gRPC
 // client of its own (its own connection, `grpc.use_local_subchannel_pool`) opening the
-// watch streams of the kinds asked for, through scripts/logs.ts `watch()` over mutual TLS.
+// watch streams of the kinds asked for, through server/tools/logs.ts `watch()` over mutual TLS.
 //
 // Events are counted per kind and never decoded. With latency on, each event's stamp (see
-// bench-node.ts) is found with one Buffer.indexOf and compared with CLOCK_MONOTONIC now.
+// bench/node.ts) is found with one Buffer.indexOf and compared with CLOCK_MONOTONIC now.
 //
 // A stalling consumer reaches its target through a TCP proxy inside this process; `stall`
 // makes the proxy stop reading from the target's socket, so the kernel buffers fill and
@@ -13,9 +13,9 @@
 import { createServer, connect, type Server, type Socket } from 'node:net';
 import type { Kind } from '../server/kinds.js';
 import { parseHostPort } from '../server/flags.js';
-import { toolTransport } from './tool-tls.js';
-import { watch, type StreamSpec, type WatchHandle } from './logs.js';
-import { cpuSeconds, Histogram, readStamp, serveIpc, stampOffset, type HistogramData } from './bench-ipc.js';
+import { toolTransport } from '../server/tools/tls.js';
+import { watch, type StreamSpec, type WatchHandle } from '../server/tools/logs.js';
+import { cpuSeconds, Histogram, readStamp, serveIpc, stampOffset, type HistogramData } from './ipc.js';
 
 export interface ConsumerSetup {
   certDir: string;

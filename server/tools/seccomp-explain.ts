@@ -3,7 +3,7 @@
 // names each call by architecture, so that nobody turns syscall numbers into names by hand.
 // With --profile it also says which of them the profile does not allow.
 import { readFileSync } from 'node:fs';
-import { parseFlags, type FlagTable } from './flags.js';
+import { parseFlags, type FlagTable } from '../flags.js';
 import { SYSCALL_NAMES, auditArch, type SyscallArch } from './syscall-names.js';
 
 export const EXPLAIN_USAGE = `usage: kubearmor-relay seccomp explain [--profile FILE] [--comm node] [RECORDS_FILE...]

@@ -18,10 +18,10 @@ import { arch, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { connect as tlsConnect } from 'node:tls';
 import pino from 'pino';
-import { runCerts } from '../certs/cli.js';
-import { startApp, type App } from './app.js';
-import { parseRelayFlags } from './config.js';
-import { HelpRequested, UsageError } from './flags.js';
+import { runCerts } from '../../certs/cli.js';
+import { startApp, type App } from '../app.js';
+import { parseRelayFlags } from '../config.js';
+import { HelpRequested, UsageError } from '../flags.js';
 import { EXPLAIN_USAGE, runExplain } from './seccomp-explain.js';
 import { SYSCALL_NAMES, syscallTable, type SyscallArch } from './syscall-names.js';
 

@@ -152,7 +152,7 @@ export function memory(pid: number): MemoryReading {
 export const STAMP_KEY = Buffer.from('sentAtNs');
 export const STAMP_DIGITS = 19;
 
-/** Where the 19 stamp digits start in an event made by scripts/events.ts. */
+/** Where the 19 stamp digits start in an event made by server/tools/events.ts. */
 export function stampOffset(bytes: Buffer): number {
   const at = bytes.indexOf(STAMP_KEY);
   if (at < 0) return -1;

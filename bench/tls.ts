@@ -13,8 +13,8 @@ import { connect, createSecureContext, type SecureContext } from 'node:tls';
 import { fileURLToPath } from 'node:url';
 import { createCa, issueLeaf, loadCaSigner, serverSubjectAltNames } from '../certs/issue.js';
 import { checks, parseOrExit } from '../server/flags.js';
-import { cpuSeconds } from './bench-ipc.js';
-import { KubeletVolume, externalContents } from './kubelet-volume.js';
+import { cpuSeconds } from './ipc.js';
+import { KubeletVolume, externalContents } from '../harness/kubelet-volume.js';
 
 const FLAGS = {
   seconds: { type: 'int', default: 5, help: 'length of the handshake run', check: checks.atLeast(1) },

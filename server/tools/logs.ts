@@ -7,12 +7,12 @@
 // node sent, or decode them as they like.
 import * as grpc from '@grpc/grpc-js';
 import { randomInt } from 'node:crypto';
-import { Backoff, BACKOFF_DEFAULTS, type BackoffOptions } from '../server/backoff.js';
-import { checks, parseHostPort, parseOrExit, type FlagTable, type ParsedFlags } from '../server/flags.js';
-import { KIND_BY_NAME, methodPath, type Kind } from '../server/kinds.js';
-import { decodeReply, decodeToObject, inDeclarationOrder, encodeNonce, encodeRequest, SERVICE, type EventObject } from '../server/proto.js';
-import { PlaintextTransport, type Transport } from '../server/transport.js';
-import { TOOL_TLS_FLAGS, toolTransport, type ToolTransport } from './tool-tls.js';
+import { Backoff, BACKOFF_DEFAULTS, type BackoffOptions } from '../backoff.js';
+import { checks, parseHostPort, parseOrExit, type FlagTable, type ParsedFlags } from '../flags.js';
+import { KIND_BY_NAME, methodPath, type Kind } from '../kinds.js';
+import { decodeReply, decodeToObject, inDeclarationOrder, encodeNonce, encodeRequest, SERVICE, type EventObject } from '../proto.js';
+import { PlaintextTransport, type Transport } from '../transport.js';
+import { TOOL_TLS_FLAGS, toolTransport, type ToolTransport } from './tls.js';
 
 export interface StreamSpec {
   kind: Kind;

@@ -14,9 +14,9 @@
 //   - messages have no map, so they end their Message text with " (seq=N sentAtNs=T)".
 // `eventMeta()` reads both shapes back. The fake node creates each event immediately
 // before writing it, so sentAtNs is the send time.
-import type { Kind } from '../server/kinds.js';
-import { KIND_BY_NAME } from '../server/kinds.js';
-import { decodeToObject, encodeFromObject, type EventObject } from '../server/proto.js';
+import type { Kind } from '../kinds.js';
+import { KIND_BY_NAME } from '../kinds.js';
+import { decodeToObject, encodeFromObject, type EventObject } from '../proto.js';
 
 export type { EventObject };
 

@@ -1,5 +1,5 @@
 // A KubeArmor node daemon simulator: serves feeder.LogService (and grpc.health.v1) with
-// realistic events from scripts/events.ts, for tests, benchmarks and demos of the relay.
+// realistic events from events.ts, for tests, benchmarks and demos of the relay.
 //
 // Delivery model (deliberate, and what a real daemon does): one event source per node and
 // kind, broadcast to every watcher of that kind. Events are made only while at least one
@@ -18,11 +18,11 @@
 // the relay and make it resubscribe.
 import * as grpc from '@grpc/grpc-js';
 import { HealthImplementation } from 'grpc-health-check';
-import { KINDS, type Kind, type KindSpec } from '../server/kinds.js';
-import { decodeNonce, decodeRequest, encodeReply, SERVICE } from '../server/proto.js';
-import { checks, parseOrExit, type FlagTable } from '../server/flags.js';
-import { PlaintextTransport, formatHostPort, type Listening, type Transport } from '../server/transport.js';
-import { TOOL_TLS_FLAGS, toolTransport, type ToolTransport } from './tool-tls.js';
+import { KINDS, type Kind, type KindSpec } from '../kinds.js';
+import { decodeNonce, decodeRequest, encodeReply, SERVICE } from '../proto.js';
+import { checks, parseOrExit, type FlagTable } from '../flags.js';
+import { PlaintextTransport, formatHostPort, type Listening, type Transport } from '../transport.js';
+import { TOOL_TLS_FLAGS, toolTransport, type ToolTransport } from './tls.js';
 import { createEventSource, encodeEvent, type EventObject } from './events.js';
 
 export interface FakeNodeOptions {
@@ -37,6 +37,8 @@ export interface FakeNodeOptions {
   clusterName?: string;
   hostIP?: string;
   seed?: number;
+  /** pad every event's Data (alerts, logs) or Message (messages) to about this many encoded bytes */
+  eventBytes?: number;
   /** kinds this node produces (default all three); others stay silent */
   kinds?: readonly Kind[];
   /** keep every sent event (bytes and source object) for comparisons in tests */
@@ -257,7 +259,7 @@ export async function startFakeNode(opts: FakeNodeOptions = {}): Promise<FakeNod
   const reply = opts.healthCheckReply ?? ((nonce: number) => nonce);
 
   const pumps = Object.fromEntries(
-    KINDS.map((spec) => [spec.kind, new KindPump(spec, () => source.next(spec.kind), rate, count, opts.record ?? false)]),
+    KINDS.map((spec) => [spec.kind, new KindPump(spec, () => padEvent(spec.kind, source.next(spec.kind), opts.eventBytes ?? 0), rate, count, opts.record ?? false)]),
   ) as Record<Kind, KindPump>;
   let healthChecks = 0;
   const requests: { kind: Kind; filter: string }[] = [];
@@ -329,6 +331,7 @@ const FLAGS = {
   clusterName: { type: 'string', default: 'default', help: 'ClusterName of the events' },
   hostIP: { type: 'string', default: '10.0.0.11', help: 'HostIP of the messages' },
   seed: { type: 'int', default: 1, help: 'seed of the event generator' },
+  eventBytes: { type: 'int', default: 0, help: 'pad each event to about this many encoded bytes (0: natural size)', check: checks.atLeast(0) },
   kinds: { type: 'list', default: KIND_NAMES, form: 'alert,log,message', help: 'kinds to produce', check: (v: unknown) => ((v as string[]).every((k) => (KIND_NAMES as string[]).includes(k)) ? undefined : `accepted kinds: ${KIND_NAMES.join(', ')}`) },
   'json-summary': { type: 'bool', default: false, help: 'on exit, print {"sent":{...},"healthChecks":N} as one JSON line on stdout' },
 } satisfies FlagTable;
@@ -363,6 +366,7 @@ export async function runFakeNode(argv: string[], deps: RunDeps = {}): Promise<n
       clusterName: flags.clusterName,
       hostIP: flags.hostIP,
       seed: flags.seed,
+      eventBytes: flags.eventBytes,
       kinds: flags.kinds as Kind[],
       transport: deps.transport ?? tls?.transport,
     });
@@ -389,4 +393,12 @@ export async function runFakeNode(argv: string[], deps: RunDeps = {}): Promise<n
   tls?.close();
   if (flags['json-summary']) out(JSON.stringify({ node: node.nodeName, sent: { ...node.sent }, healthChecks: node.healthChecks }));
   return 0;
+}
+
+/** Grows one free-text field so the encoded event reaches about `bytes` (for size tests). */
+function padEvent(kind: Kind, object: EventObject, bytes: number): EventObject {
+  const missing = bytes - encodeEvent(kind, object).length;
+  if (missing <= 0) return object;
+  const field = kind === 'message' ? 'Message' : 'Data';
+  return { ...object, [field]: `${String(object[field] ?? '')}${'x'.repeat(missing)}` };
 }

@@ -3,7 +3,7 @@
 //
 // Unlike `fake-node`, which builds and encodes every event on the fly (hundreds of µs per
 // event: far too slow to be the ceiling of a throughput benchmark), each node here draws
-// its events once from the same realistic generator (scripts/events.ts) into a pool of
+// its events once from the same realistic generator (server/tools/events.ts) into a pool of
 // encoded events and cycles through it. Every event is re-stamped just before it is
 // written: the 19 decimal digits of its sentAtNs (EventData["sentAtNs"] of alerts and
 // logs, the "sentAtNs=" suffix of messages) are overwritten in place with the sender's
@@ -23,8 +23,8 @@ import { KINDS, methodPath, type Kind } from '../server/kinds.js';
 import { decodeNonce, encodeReply, SERVICE } from '../server/proto.js';
 import { openMutualTls } from '../server/tls.js';
 import { formatHostPort, type Listening } from '../server/transport.js';
-import { createEventSource, encodeEvent } from './events.js';
-import { cpuSeconds, serveIpc, stampOffset, writeStamp } from './bench-ipc.js';
+import { createEventSource, encodeEvent } from '../server/tools/events.js';
+import { cpuSeconds, serveIpc, stampOffset, writeStamp } from './ipc.js';
 
 export interface NodeSetup {
   /** node servers in this process */

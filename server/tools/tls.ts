@@ -1,8 +1,8 @@
 // The TLS flags the tools share (fake-node serves, logs dials) and the transport they make.
 import pino from 'pino';
-import type { FlagTable } from '../server/flags.js';
-import { openMutualTls } from '../server/tls.js';
-import { PlaintextTransport, type Transport } from '../server/transport.js';
+import type { FlagTable } from '../flags.js';
+import { openMutualTls } from '../tls.js';
+import { PlaintextTransport, type Transport } from '../transport.js';
 
 export const TOOL_TLS_FLAGS = {
   tlsCertPath: { type: 'string', default: '', form: 'DIR', help: 'mutual TLS from DIR/ca.crt and DIR/server.crt+key (fake-node) or DIR/client.crt+key (logs); empty = plaintext' },

@@ -1,0 +1,15 @@
+// Every scenario of `npm run bench`, in the order they run.
+import { baseline } from './baseline.js';
+import { fanout } from './fanout.js';
+import { latency } from './latency.js';
+import { scale } from './scale.js';
+import type { ScenarioRuns } from './sizes.js';
+import { slow } from './slow.js';
+import { throughput } from './throughput.js';
+
+export const SCENARIOS = ['throughput', 'baseline', 'latency', 'fanout', 'slow', 'scale'] as const;
+export type Scenario = (typeof SCENARIOS)[number];
+
+export const SCENARIO_RUNS: Record<Scenario, ScenarioRuns> = { throughput, baseline, latency, fanout, slow, scale };
+
+export { FULL, QUICK, type Sizes } from './sizes.js';
