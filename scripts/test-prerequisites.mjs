@@ -34,6 +34,8 @@ const PYTHON_MODULES = [
   { pkg: 'python3-grpc-tools', python: PYTHON, module: 'grpc_tools.protoc' },
   { pkg: 'python3-protobuf', python: PYTHON, module: 'google.protobuf' },
   { pkg: 'python3-seccomp', python: DEBIAN_PYTHON, module: 'seccomp' },
+  // makes the hostile certificates of test/certs-go-parity.test.ts (test/peers/hostile_certs.py)
+  { pkg: 'python3-cryptography', python: DEBIAN_PYTHON, module: 'cryptography.x509' },
 ];
 
 /** @type {Command[]} */

@@ -15,6 +15,12 @@ import type { EventWriter } from './hub.js';
 /** Bytes gathered before the writer asks the hub to hold further events. */
 const BATCH_LIMIT = 64 * 1024;
 const GRPC_HEADER = 5;
+/**
+ * Events this large are not copied into the batch but written by reference (their own
+ * 5-byte header, then the node's buffer, which every consumer shares): a stalled consumer
+ * then holds references, not a private copy of each big event.
+ */
+const COPY_LIMIT = 16 * 1024;
 
 interface BaseCallInternals {
   stream?: ServerHttp2Stream;
@@ -74,18 +80,19 @@ class BatchingWriter implements EventWriter {
       return;
     }
     this.sendHeaders();
-    // gRPC length-prefixed messages: flag 0 (uncompressed), 4-byte big-endian length.
-    const out = Buffer.allocUnsafe(this.batchBytes);
-    let at = 0;
-    for (const bytes of this.batch) {
-      out[at] = 0;
-      out.writeUInt32BE(bytes.length, at + 1);
-      bytes.copy(out, at + GRPC_HEADER);
-      at += GRPC_HEADER + bytes.length;
-    }
+    const chunks = frame(this.batch);
     this.batch = [];
     this.batchBytes = 0;
-    if (this.stream.write(out)) {
+    let more = true;
+    if (chunks.length === 1) {
+      more = this.stream.write(chunks[0]!);
+    } else {
+      // one writev to the HTTP/2 layer for the whole turn, as with a single buffer
+      this.stream.cork();
+      for (const chunk of chunks) more = this.stream.write(chunk);
+      this.stream.uncork();
+    }
+    if (more) {
       this.settle();
       return;
     }
@@ -102,4 +109,36 @@ class BatchingWriter implements EventWriter {
     this.owed = false;
     this.drain();
   }
+}
+
+/**
+ * gRPC length-prefixed messages (flag 0: uncompressed, 4-byte big-endian length): small
+ * events copied together into one buffer, large ones left in place behind their header.
+ */
+function frame(batch: readonly Buffer[]): Buffer[] {
+  let copied = 0;
+  for (const bytes of batch) if (bytes.length < COPY_LIMIT) copied += GRPC_HEADER + bytes.length;
+  const out = Buffer.allocUnsafe(copied);
+  const chunks: Buffer[] = [];
+  let at = 0;
+  let flushedTo = 0;
+  for (const bytes of batch) {
+    const large = bytes.length >= COPY_LIMIT;
+    if (large && at > flushedTo) {
+      chunks.push(out.subarray(flushedTo, at));
+      flushedTo = at;
+    }
+    const target = large ? Buffer.allocUnsafe(GRPC_HEADER) : out;
+    const offset = large ? 0 : at;
+    target[offset] = 0;
+    target.writeUInt32BE(bytes.length, offset + 1);
+    if (large) {
+      chunks.push(target, bytes);
+    } else {
+      bytes.copy(out, at + GRPC_HEADER);
+      at += GRPC_HEADER + bytes.length;
+    }
+  }
+  if (at > flushedTo) chunks.push(out.subarray(flushedTo, at));
+  return chunks;
 }

@@ -4,6 +4,7 @@
 // Each session gets a fresh grpc Client (with its own subchannel pool) so that every
 // dial uses the transport's current credentials and our backoff, not grpc-js's hidden
 // channel-level reconnect timer (which grows to 120 s).
+import { getDefaultHighWaterMark, setDefaultHighWaterMark } from 'node:stream';
 import { randomInt } from 'node:crypto';
 import * as grpc from '@grpc/grpc-js';
 import { Backoff, type BackoffOptions } from './backoff.js';
@@ -38,6 +39,30 @@ const identity = (b: Buffer): Buffer => b;
 // 5 minutes, so our own pings stay just above that; a node whose host vanished is noticed
 // sooner through stream errors and, over TLS, TCP keepalive on the dialed socket.
 const NODE_KEEPALIVE_MS = 6 * 60 * 1000;
+
+/**
+ * What a paused upstream stream may read ahead, in bytes of maximum-size events. grpc-js's
+ * client stream is an object-mode Readable with Node's default high-water mark (16
+ * messages), which a paused stream fills: 16 maximum-size events per kind and node. The
+ * read-ahead keeps 16 messages for ordinary limits (throughput depends on it) and shrinks
+ * for large --maxEventBytes, never below 2.
+ */
+const READ_AHEAD_BYTES = 4 * 1024 * 1024;
+
+export function readAheadMessages(maxEventBytes: number): number {
+  return Math.max(2, Math.min(16, Math.floor(READ_AHEAD_BYTES / maxEventBytes)));
+}
+
+/** Creates a stream with a given object-mode high-water mark (grpc-js takes Node's default). */
+function withReadAhead<T>(messages: number, create: () => T): T {
+  const previous = getDefaultHighWaterMark(true);
+  setDefaultHighWaterMark(true, messages);
+  try {
+    return create();
+  } finally {
+    setDefaultHighWaterMark(true, previous);
+  }
+}
 
 export class Upstream {
   private readonly backoff: Backoff;
@@ -137,7 +162,9 @@ export class Upstream {
   }
 
   private watch(session: number, client: grpc.Client, spec: KindSpec): void {
-    const stream = client.makeServerStreamRequest(methodPath(spec), identity, identity, encodeRequest(spec.upstreamFilter), new grpc.Metadata(), {});
+    const stream = withReadAhead(readAheadMessages(this.opts.maxEventBytes), () =>
+      client.makeServerStreamRequest(methodPath(spec), identity, identity, encodeRequest(spec.upstreamFilter), new grpc.Metadata(), {}),
+    );
     this.streams.set(spec.kind, stream);
     const channel = this.opts.hub.channels[spec.kind];
     const tally = this.received[spec.kind];
