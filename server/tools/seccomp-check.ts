@@ -176,7 +176,6 @@ function relayPaths(dir: string): { path: string; run: () => Promise<void> }[] {
             cert: readFileSync(join(tlsDir, 'client.crt')),
             key: readFileSync(join(tlsDir, 'client.key')),
             ALPNProtocols: ['h2'],
-            checkServerIdentity: () => undefined,
           });
           try {
             await withTimeout('a consumer TLS handshake', once(socket, 'secureConnect'));
