@@ -12,6 +12,7 @@ const SUBCOMMANDS: Record<string, () => Promise<Subcommand>> = {
   'fake-node': async () => (await import('./tools/fake-node.js')).runFakeNode,
   logs: async () => (await import('./tools/logs.js')).runLogs,
   certs: async () => (await import('../certs/cli.js')).runCerts as Subcommand,
+  seccomp: async () => (await import('./tools/seccomp-check.js')).runSeccomp,
 };
 
 async function runRelay(argv: string[]): Promise<number> {
