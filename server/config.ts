@@ -91,7 +91,7 @@ export function parseRelayFlags(argv: readonly string[], env: NodeJS.ProcessEnv 
     summary: [
       'Relays KubeArmor alerts, logs and messages from every node daemon to any number of consumers.',
       '',
-      'Subcommands: kubearmor-relay fake-node|logs|certs --help',
+      'Subcommands: kubearmor-relay fake-node|logs|certs|seccomp --help',
       'Environment: ENABLE_STDOUT_ALERTS, ENABLE_STDOUT_LOGS, ENABLE_STDOUT_MSGS=true print events as JSON lines on stdout.',
     ].join('\n'),
   }, env);
