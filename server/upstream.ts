@@ -9,7 +9,7 @@ import { randomInt } from 'node:crypto';
 import * as grpc from '@grpc/grpc-js';
 import { Backoff, type BackoffOptions } from './backoff.js';
 import type { Hub } from './hub.js';
-import { KINDS, methodPath, type Kind, type KindSpec } from './kinds.js';
+import { KIND_BY_NAME, KINDS, methodPath, type Kind, type KindSpec } from './kinds.js';
 import type { Logger } from './logger.js';
 import type { RelayMetrics, Tally } from './metrics.js';
 import { decodeReply, encodeNonce, encodeRequest } from './proto.js';
@@ -34,6 +34,21 @@ export interface UpstreamOptions {
 }
 
 const identity = (b: Buffer): Buffer => b;
+
+/** What /status reports of one node daemon (server/status.ts adds rates and its source). */
+export interface UpstreamState {
+  address: string;
+  /** HostName of the node's events, read from the first event of each session */
+  name: string | undefined;
+  connected: boolean;
+  /** when it connected, or when it was last lost (or created, before any dial ended) */
+  since: Date;
+  /** why the last session or dial failed, e.g. a refused TLS handshake */
+  lastError: string | undefined;
+  lastErrorAt: Date | undefined;
+  /** events received per kind since the relay started (the metric's tallies) */
+  received: Record<Kind, number>;
+}
 
 // grpc-go node daemons send GOAWAY too_many_pings to clients pinging more often than every
 // 5 minutes, so our own pings stay just above that; a node whose host vanished is noticed
@@ -73,6 +88,9 @@ export class Upstream {
   private streams = new Map<Kind, grpc.ClientReadableStream<Buffer>>();
   private retryTimer: NodeJS.Timeout | undefined;
   private connectedAt = 0;
+  private since = new Date();
+  private name: string | undefined;
+  private lastError: { reason: string; at: Date } | undefined;
   private closed = false;
   private session = 0;
   private readonly unlistenFlow: (() => void)[] = [];
@@ -129,6 +147,7 @@ export class Upstream {
     }
     if (session !== this.session || this.closed) return;
     this.connectedAt = Date.now();
+    this.since = new Date(this.connectedAt);
     this.opts.metrics.upstreamConnected.set({ node: this.address }, 1);
     this.log.info({ transport: transport.name }, 'node connected');
     for (const spec of KINDS) this.watch(session, client, spec);
@@ -173,6 +192,8 @@ export class Upstream {
       tally.n++;
       channel.publish(transform ? transform(spec.kind, bytes) : bytes);
     });
+    // The node's name, for /status: one decode per session, never on the per-event path.
+    stream.once('data', (bytes: Buffer) => this.learnName(spec.kind, bytes));
     if (channel.paused) stream.pause();
     // 'error' carries the non-OK status; 'status' always comes last, OK or not.
     stream.on('error', () => {});
@@ -185,6 +206,28 @@ export class Upstream {
       const why = status.code === grpc.status.OK ? `${spec.method} stream ended by the node` : `${spec.method} stream failed: ${grpc.status[status.code]} ${status.details}`;
       this.lost(session, why);
     });
+  }
+
+  state(): UpstreamState {
+    const received = Object.fromEntries(KINDS.map((k) => [k.kind, this.received[k.kind].n])) as Record<Kind, number>;
+    return {
+      address: this.address,
+      name: this.name,
+      connected: this.connectedAt > 0,
+      since: this.since,
+      lastError: this.lastError?.reason,
+      lastErrorAt: this.lastError?.at,
+      received,
+    };
+  }
+
+  private learnName(kind: Kind, bytes: Buffer): void {
+    try {
+      const host = (KIND_BY_NAME[kind].type.decode(bytes) as unknown as { HostName?: string }).HostName;
+      if (host) this.name = host;
+    } catch {
+      // an event that does not decode names nobody; the relay forwards it as it came
+    }
   }
 
   private setPaused(kind: Kind, paused: boolean): void {
@@ -200,6 +243,8 @@ export class Upstream {
     const wasConnected = this.connectedAt > 0;
     if (wasConnected && Date.now() - this.connectedAt >= this.opts.stableAfterMs) this.backoff.reset();
     this.connectedAt = 0;
+    this.since = new Date();
+    this.lastError = { reason, at: this.since };
     this.teardown();
     this.opts.metrics.upstreamConnected.set({ node: this.address }, 0);
     const delay = this.backoff.next();
