@@ -79,6 +79,11 @@ function withReadAhead<T>(messages: number, create: () => T): T {
   }
 }
 
+/** grpc-js ends dial failures with an empty "Resolution note: "; logs and /status need the reason only. */
+function tidyDetails(details: string): string {
+  return details.replace(/\.?\s*Resolution note:\s*$/, '');
+}
+
 export class Upstream {
   private readonly backoff: Backoff;
   private readonly log: Logger;
@@ -164,7 +169,7 @@ export class Upstream {
         new grpc.Metadata(),
         { deadline: Date.now() + this.opts.healthTimeoutMs },
         (err, reply) => {
-          if (err) return reject(new Error(err.details || err.message));
+          if (err) return reject(new Error(tidyDetails(err.details || err.message)));
           // A malformed reply must fail this node's session, not the relay (this runs
           // outside any try, from grpc-js's callback).
           let retval: number;

@@ -92,7 +92,7 @@ const rate = (n: number) => (Number.isInteger(n) ? String(n) : n.toFixed(1));
 
 function nodeTable(nodes: readonly NodeStatus[], now: number): string {
   return renderTable(
-    ['NODE', 'NAME', 'SOURCE', 'STATE', 'AGE', 'ALERTS/S', 'LOGS/S', 'MSGS/S', 'LAST EVENT', 'LAST ERROR'],
+    ['NODE', 'NAME', 'SOURCE', 'STATE', 'AGE', 'ALERTS/S', 'LOGS/S', 'MSGS/S', 'LAST EVENT', 'REASON'],
     nodes.map((n) => [
       n.address,
       n.name ?? '<unknown>',
@@ -103,7 +103,8 @@ function nodeTable(nodes: readonly NodeStatus[], now: number): string {
       rate(n.eventsPerSecond.log),
       rate(n.eventsPerSecond.message),
       n.lastEventAt ? relativeTime(n.lastEventAt, now) : '<none>',
-      n.lastError ? `${n.lastError}${n.lastErrorAt ? ` (${relativeTime(n.lastErrorAt, now)})` : ''}` : '',
+      // a connected node's past failure is history: JSON has it, the table shows current trouble
+      !n.connected && n.lastError ? `${n.lastError}${n.lastErrorAt ? ` (${relativeTime(n.lastErrorAt, now)})` : ''}` : '',
     ]),
   );
 }
