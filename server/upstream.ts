@@ -79,9 +79,12 @@ function withReadAhead<T>(messages: number, create: () => T): T {
   }
 }
 
-/** grpc-js ends dial failures with an empty "Resolution note: "; logs and /status need the reason only. */
-function tidyDetails(details: string): string {
-  return details.replace(/\.?\s*Resolution note:\s*$/, '');
+/**
+ * grpc-js wraps a failed dial as "No connection established. Last error: Error: <reason>.
+ * Resolution note: "; logs and /status need the reason.
+ */
+export function tidyDetails(details: string): string {
+  return details.replace(/^No connection established\. Last error: (?:Error: )?/, 'cannot connect: ').replace(/\.?\s*Resolution note:\s*$/, '');
 }
 
 export class Upstream {

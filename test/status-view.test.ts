@@ -2,6 +2,7 @@
 // tables, and when `kubearmor-relay status` reports a problem.
 import { describe, expect, it } from 'vitest';
 import { RecentRates } from '../server/recent-rates.js';
+import { tidyDetails } from '../server/upstream.js';
 import type { RelayStatus } from '../server/status.js';
 import { formatStatus, problemsOf } from '../server/tools/status.js';
 import { humanDuration, relativeTime, renderTable } from '../server/tools/table.js';
@@ -125,5 +126,12 @@ describe('the status view', () => {
       'relay not ready',
       'node 10.0.0.5:32767 (worker-1) disconnected: connect ECONNREFUSED 10.0.0.5:32767',
     ]);
+  });
+});
+
+describe('the reason a node is shown disconnected', () => {
+  it("is grpc-js's dial failure without its wrapping", () => {
+    expect(tidyDetails('No connection established. Last error: Error: connect ECONNREFUSED 127.0.0.1:42002. Resolution note: ')).toBe('cannot connect: connect ECONNREFUSED 127.0.0.1:42002');
+    expect(tidyDetails('Deadline exceeded after 5.001s')).toBe('Deadline exceeded after 5.001s');
   });
 });

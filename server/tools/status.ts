@@ -3,6 +3,7 @@
 // it a probe for scripts: 0 when the relay is ready and connected to every node it knows.
 import { checks, parseHostPort, parseOrExit, type FlagTable } from '../flags.js';
 import type { CertificateStatus, ConsumerStatus, NodeStatus, RelayStatus } from '../status.js';
+import { isoSeconds } from '../../certs/pem.js';
 import { humanDuration, relativeTime, renderTable } from './table.js';
 
 const FLAGS = {
@@ -99,9 +100,8 @@ function nodeTable(nodes: readonly NodeStatus[], now: number): string {
       n.source,
       n.connected ? 'Connected' : 'Disconnected',
       humanDuration(now - new Date(n.since).getTime()),
-      rate(n.eventsPerSecond.alert),
-      rate(n.eventsPerSecond.log),
-      rate(n.eventsPerSecond.message),
+      // the window still holds the seconds before a loss: a lost node shows no rate
+      ...(['alert', 'log', 'message'] as const).map((k) => (n.connected ? rate(n.eventsPerSecond[k]) : '-')),
       n.lastEventAt ? relativeTime(n.lastEventAt, now) : '<none>',
       // a connected node's past failure is history: JSON has it, the table shows current trouble
       !n.connected && n.lastError ? `${n.lastError}${n.lastErrorAt ? ` (${relativeTime(n.lastErrorAt, now)})` : ''}` : '',
@@ -130,7 +130,7 @@ function certificateTable(certs: readonly CertificateStatus[], now: number): str
   const reload = certs[0]!;
   const table = renderTable(
     ['CERTIFICATE', 'SUBJECT', 'SERIAL', 'EXPIRES', 'NOT AFTER'],
-    certs.map((c) => [c.role, c.subject, c.serial, new Date(c.notAfter).getTime() > now ? relativeTime(c.notAfter, now) : `EXPIRED ${relativeTime(c.notAfter, now)}`, c.notAfter]),
+    certs.map((c) => [c.role, c.subject, c.serial, new Date(c.notAfter).getTime() > now ? relativeTime(c.notAfter, now) : `EXPIRED ${relativeTime(c.notAfter, now)}`, isoSeconds(new Date(c.notAfter))]),
   );
   const last = reload.lastReloadAt
     ? `Last reload:   ${reload.lastReloadResult} ${relativeTime(reload.lastReloadAt, now)}${reload.lastReloadError ? `: ${reload.lastReloadError}` : ''}`
