@@ -41,7 +41,7 @@ export interface UpstreamState {
   /** HostName of the node's events, read from the first event of each session */
   name: string | undefined;
   connected: boolean;
-  /** when it connected, or when it was last lost (or created, before any dial ended) */
+  /** when it connected or was lost (when it was added, for a node never connected) */
   since: Date;
   /** why the last session or dial failed, e.g. a refused TLS handshake */
   lastError: string | undefined;
@@ -251,8 +251,9 @@ export class Upstream {
     const wasConnected = this.connectedAt > 0;
     if (wasConnected && Date.now() - this.connectedAt >= this.opts.stableAfterMs) this.backoff.reset();
     this.connectedAt = 0;
-    this.since = new Date();
-    this.lastError = { reason, at: this.since };
+    const now = new Date();
+    if (wasConnected) this.since = now; // a failed redial changes nothing: disconnected since the loss
+    this.lastError = { reason, at: now };
     this.teardown();
     this.opts.metrics.upstreamConnected.set({ node: this.address }, 0);
     const delay = this.backoff.next();
