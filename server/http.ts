@@ -26,7 +26,14 @@ export function startHttp(opts: { host: string; port: number; registry: Registry
       const ready = opts.ready();
       res.writeHead(ready ? 200 : 503, { 'content-type': 'text/plain' }).end(ready ? 'ready\n' : 'not ready\n');
     } else if (path === '/status') {
-      res.writeHead(200, { 'content-type': 'application/json' }).end(`${JSON.stringify(opts.status(), null, 2)}\n`);
+      let body: string;
+      try {
+        body = `${JSON.stringify(opts.status(), null, 2)}\n`;
+      } catch (err) {
+        res.writeHead(500, { 'content-type': 'text/plain' }).end(`status failed: ${(err as Error).message}\n`);
+        return;
+      }
+      res.writeHead(200, { 'content-type': 'application/json' }).end(body);
     } else {
       res.writeHead(404, { 'content-type': 'text/plain' }).end('not found: try /metrics, /healthz, /readyz or /status\n');
     }

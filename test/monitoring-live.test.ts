@@ -21,8 +21,18 @@ const DISCONNECTED = 'KubeArmorRelayNodeDisconnected';
 /** A node daemon process serving mutual TLS; resolves once it listens. */
 async function startNodeProcess(port: number, name: string, tlsDir: string): Promise<ChildProcess> {
   const proc = spawn(process.execPath, [MAIN, 'fake-node', '--host', '127.0.0.1', '--port', String(port), '--nodeName', name, '--rate', '20', '--tlsCertPath', tlsDir], { stdio: ['ignore', 'ignore', 'pipe'] });
-  const lines = createInterface({ input: proc.stderr! });
-  await eventually(() => new Promise<boolean>((resolve) => lines.once('line', (l) => resolve(l.includes('serving feeder.LogService')))), 20_000, `fake-node ${name} serving`);
+  const said: string[] = [];
+  await new Promise<void>((resolve, reject) => {
+    const timer = setTimeout(() => reject(new Error(`fake-node ${name} did not serve within 20 s: ${said.join('\n')}`)), 20_000);
+    proc.once('exit', (code) => reject(new Error(`fake-node ${name} exited with ${code}: ${said.join('\n')}`)));
+    createInterface({ input: proc.stderr! }).on('line', (line) => {
+      said.push(line);
+      if (line.includes('serving feeder.LogService')) {
+        clearTimeout(timer);
+        resolve();
+      }
+    });
+  });
   return proc;
 }
 

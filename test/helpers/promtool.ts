@@ -64,11 +64,12 @@ export async function startPrometheus(opts: { targets: string[]; rules: RuleFile
     { stdio: ['ignore', 'ignore', 'pipe'] },
   );
   let stderr = '';
+  proc.on('error', (err) => (stderr += `cannot run prometheus: ${err.message}`));
   proc.stderr!.on('data', (chunk: Buffer) => (stderr = (stderr + chunk.toString()).slice(-4000)));
   const exited = once(proc, 'exit');
   const url = `http://127.0.0.1:${port}`;
   const stop = async () => {
-    if (proc.exitCode === null && proc.signalCode === null) {
+    if (proc.pid !== undefined && proc.exitCode === null && proc.signalCode === null) {
       proc.kill('SIGTERM');
       await exited;
     }
@@ -76,7 +77,7 @@ export async function startPrometheus(opts: { targets: string[]; rules: RuleFile
   };
   try {
     await eventually(async () => {
-      if (proc.exitCode !== null) throw new Error(`prometheus exited with ${proc.exitCode}: ${stderr}`);
+      if (proc.exitCode !== null || proc.pid === undefined) throw new Error(`prometheus exited with ${proc.exitCode}: ${stderr}`);
       return (await fetch(`${url}/-/ready`)).ok || undefined;
     }, 30_000, `prometheus ready on ${url}`);
   } catch (err) {
