@@ -4,7 +4,8 @@ import { describe, expect, it } from 'vitest';
 import { RecentRates } from '../server/recent-rates.js';
 import { tidyDetails } from '../server/upstream.js';
 import type { RelayStatus } from '../server/status.js';
-import { formatStatus, problemsOf } from '../server/tools/status.js';
+import { formatStatus, problemsOf, runStatus } from '../server/tools/status.js';
+import { freePort } from '../harness/free-port.js';
 import { humanDuration, relativeTime, renderTable } from '../server/tools/table.js';
 
 describe('recent rates from sampled counters', () => {
@@ -133,5 +134,24 @@ describe('the reason a node is shown disconnected', () => {
   it("is grpc-js's dial failure without its wrapping", () => {
     expect(tidyDetails('No connection established. Last error: Error: connect ECONNREFUSED 127.0.0.1:42002. Resolution note: ')).toBe('cannot connect: connect ECONNREFUSED 127.0.0.1:42002');
     expect(tidyDetails('Deadline exceeded after 5.001s')).toBe('Deadline exceeded after 5.001s');
+  });
+});
+
+describe('kubearmor-relay status without a relay', () => {
+  it('exits 1 with one line naming the address it could not read', async () => {
+    const port = await freePort();
+    const out: string[] = [];
+    const err: string[] = [];
+    const code = await runStatus(['--http', `127.0.0.1:${port}`], { stdout: (l) => out.push(l), stderr: (l) => err.push(l) });
+    expect(code).toBe(1);
+    expect(out).toEqual([]);
+    expect(err).toHaveLength(1);
+    expect(err[0]).toMatch(new RegExp(`^status: cannot read http://127\\.0\\.0\\.1:${port}/status: .*ECONNREFUSED`));
+  });
+
+  it('exits 2 naming the flag when --http is not HOST:PORT', async () => {
+    const err: string[] = [];
+    expect(await runStatus(['--http', 'localhost'], { stderr: (l) => err.push(l) })).toBe(2);
+    expect(err.join('\n')).toContain('--http');
   });
 });
