@@ -10,6 +10,8 @@ export const UNIT_TESTS = [
   'test/enrich.test.ts',
   'test/hub.test.ts',
   'test/manifests.test.ts',
+  'test/status-view.test.ts',
+  'test/status.test.ts',
   'test/tls-rotation.test.ts',
 ];
 

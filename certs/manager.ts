@@ -54,6 +54,14 @@ export const CERT_MANAGER_DEFAULTS: Readonly<Omit<CertManagerOptions, 'logger' |
 
 export type CertManagerInit = Partial<CertManagerOptions> & { logger: Logger };
 
+/** The outcome of the last load, reload or renewal, for /status. */
+export interface ReloadRecord {
+  at: Date;
+  result: 'success' | 'failure';
+  /** why a failed one was rejected (the previous material stays in use) */
+  reason?: string;
+}
+
 const LEAF_NAMES: Record<Role, string> = { server: 'kubearmor-relay', client: 'kubearmor-relay-client' };
 const RENEW_RETRY_MS = 30_000;
 const MAX_TIMER_MS = 2 ** 31 - 1;
@@ -71,6 +79,7 @@ export class CertManager extends EventEmitter implements TlsMaterialSource {
   private readonly metrics: CertMetrics;
   private readonly log: Logger;
   private closed = false;
+  private reloaded: ReloadRecord | undefined;
 
   constructor(init: CertManagerInit) {
     super();
@@ -113,6 +122,10 @@ export class CertManager extends EventEmitter implements TlsMaterialSource {
     return this.material!;
   }
 
+  get lastReload(): ReloadRecord | undefined {
+    return this.reloaded;
+  }
+
   current(): TlsMaterial {
     if (!this.material) throw new Error('CertManager.current() called before start() succeeded');
     return this.material;
@@ -148,6 +161,7 @@ export class CertManager extends EventEmitter implements TlsMaterialSource {
       this.metrics.reloads.inc({ result: 'success' });
     } catch (err) {
       this.metrics.reloads.inc({ result: 'failure' });
+      this.reloaded = { at: new Date(), result: 'failure', reason: (err as Error).message };
       this.log.warn(
         { dir: this.options.dir, reason: (err as Error).message, generation: this.material?.generation },
         'changed TLS material rejected; still using the previous material',
@@ -214,6 +228,7 @@ export class CertManager extends EventEmitter implements TlsMaterialSource {
       loadedAt: new Date(),
     });
     this.material = material;
+    this.reloaded = { at: material.loadedAt, result: 'success' };
     this.metrics.expiry.set({ cert: 'ca' }, ca.earliestNotAfter.getTime() / 1000);
     for (const role of ['server', 'client'] as const) {
       const id = material[role];
@@ -260,6 +275,7 @@ export class CertManager extends EventEmitter implements TlsMaterialSource {
       const identities = await this.issueAll(this.signer, this.bundle);
       this.swap(this.bundle, identities, this.material?.origin ?? 'self');
     } catch (err) {
+      this.reloaded = { at: new Date(), result: 'failure', reason: (err as Error).message };
       this.log.error({ reason: (err as Error).message }, `renewing self-issued certificates failed; retrying in ${RENEW_RETRY_MS / 1000}s`);
       this.armRenewal(RENEW_RETRY_MS);
     }

@@ -76,6 +76,7 @@ export async function startApp(flags: RelayFlags, env: NodeJS.ProcessEnv, logger
     metrics,
     transform,
     expectMoreNodes: discoveryOn,
+    certificates: manager,
   });
   try {
     await relay.start();

@@ -8,7 +8,7 @@ const LOG_LEVELS = ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'
 export const RELAY_FLAGS = {
   gRPCPort: { type: 'port', default: 32767, help: 'gRPC port serving feeder.LogService and grpc.health.v1 to consumers' },
   listenAddress: { type: 'string', default: '0.0.0.0', form: 'IP', help: 'address the gRPC and HTTP listeners bind to' },
-  httpPort: { type: 'port', default: 8080, help: 'HTTP port for /metrics, /healthz and /readyz (0 disables)' },
+  httpPort: { type: 'port', default: 8080, help: 'HTTP port for /metrics, /healthz, /readyz and /status (0 disables)' },
   nodes: {
     type: 'list',
     default: [],
@@ -91,7 +91,7 @@ export function parseRelayFlags(argv: readonly string[], env: NodeJS.ProcessEnv 
     summary: [
       'Relays KubeArmor alerts, logs and messages from every node daemon to any number of consumers.',
       '',
-      'Subcommands: kubearmor-relay fake-node|logs|certs|seccomp --help',
+      'Subcommands: kubearmor-relay fake-node|logs|status|certs|seccomp --help',
       'Environment: ENABLE_STDOUT_ALERTS, ENABLE_STDOUT_LOGS, ENABLE_STDOUT_MSGS=true print events as JSON lines on stdout.',
     ].join('\n'),
   }, env);

@@ -18,6 +18,8 @@ export class LogService {
   constructor(
     private readonly hub: Hub,
     private readonly logger: Logger,
+    /** the verified client certificate subject of a peer ("ip:port"), when the transport knows it */
+    private readonly peerSubject: (peer: string) => string | undefined = () => undefined,
   ) {}
 
   /** Adds feeder.LogService to a grpc Server. */
@@ -70,7 +72,7 @@ export class LogService {
     const channel = this.hub.channels[spec.kind];
     const peer = call.getPeer();
     const writer = createStreamWriter(call);
-    const sub = channel.subscribe(`${peer} ${spec.method}`, writer);
+    const sub = channel.subscribe(`${peer} ${spec.method}`, writer, { peer, filter, subject: this.peerSubject(peer) });
     this.calls.add(call);
     this.logger.info({ kind: spec.kind, client: peer, filter, clients: channel.subscribers.size, writer: writer.mode }, 'client joined');
     let left = false;

@@ -1,4 +1,4 @@
-// The observability listener: Prometheus metrics, liveness and readiness.
+// The observability listener: Prometheus metrics, liveness, readiness and /status.
 import { createServer, type Server } from 'node:http';
 import type { Registry } from 'prom-client';
 import type { Logger } from './logger.js';
@@ -8,7 +8,7 @@ export interface HttpEndpoints {
   close(): Promise<void>;
 }
 
-export function startHttp(opts: { host: string; port: number; registry: Registry; ready: () => boolean; logger: Logger }): Promise<HttpEndpoints> {
+export function startHttp(opts: { host: string; port: number; registry: Registry; ready: () => boolean; status: () => unknown; logger: Logger }): Promise<HttpEndpoints> {
   const server: Server = createServer((req, res) => {
     const path = (req.url ?? '/').split('?')[0];
     if (req.method !== 'GET' && req.method !== 'HEAD') {
@@ -25,8 +25,17 @@ export function startHttp(opts: { host: string; port: number; registry: Registry
     } else if (path === '/readyz') {
       const ready = opts.ready();
       res.writeHead(ready ? 200 : 503, { 'content-type': 'text/plain' }).end(ready ? 'ready\n' : 'not ready\n');
+    } else if (path === '/status') {
+      let body: string;
+      try {
+        body = `${JSON.stringify(opts.status(), null, 2)}\n`;
+      } catch (err) {
+        res.writeHead(500, { 'content-type': 'text/plain' }).end(`status failed: ${(err as Error).message}\n`);
+        return;
+      }
+      res.writeHead(200, { 'content-type': 'application/json' }).end(body);
     } else {
-      res.writeHead(404, { 'content-type': 'text/plain' }).end('not found: try /metrics, /healthz or /readyz\n');
+      res.writeHead(404, { 'content-type': 'text/plain' }).end('not found: try /metrics, /healthz, /readyz or /status\n');
     }
   });
   server.keepAliveTimeout = 5000;

@@ -21,6 +21,14 @@ export interface EventWriter {
   onDrain(callback: () => void): void;
 }
 
+/** Who a consumer is, for /status: its peer address, request filter and TLS identity. */
+export interface ConsumerInfo {
+  peer: string;
+  filter: string;
+  /** the subject of its client certificate, when the relay serves mutual TLS */
+  subject?: string;
+}
+
 export interface QueueLimits {
   /** events a consumer may have waiting */
   maxEvents: number;
@@ -70,6 +78,7 @@ export class Subscriber {
   dropped = 0;
   /** when the consumer last took events (a drain); a stalled consumer is one that stopped */
   progressAt = Date.now();
+  readonly since = new Date();
 
   constructor(
     readonly id: number,
@@ -77,6 +86,7 @@ export class Subscriber {
     readonly channel: Channel,
     private readonly writer: EventWriter,
     private readonly limits: QueueLimits,
+    readonly info: ConsumerInfo = { peer: label, filter: '' },
   ) {
     this.ring = new Array(limits.maxEvents);
     writer.onDrain(() => this.onDrain());
@@ -176,8 +186,8 @@ export class Channel {
     }
   }
 
-  subscribe(label: string, writer: EventWriter): Subscriber {
-    const sub = new Subscriber(this.nextId++, label, this, writer, this.opts.queue);
+  subscribe(label: string, writer: EventWriter, info?: ConsumerInfo): Subscriber {
+    const sub = new Subscriber(this.nextId++, label, this, writer, this.opts.queue, info);
     this.subscribers.add(sub);
     this.reconsider();
     return sub;

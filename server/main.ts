@@ -11,6 +11,7 @@ type Subcommand = (argv: string[]) => Promise<number>;
 const SUBCOMMANDS: Record<string, () => Promise<Subcommand>> = {
   'fake-node': async () => (await import('./tools/fake-node.js')).runFakeNode,
   logs: async () => (await import('./tools/logs.js')).runLogs,
+  status: async () => (await import('./tools/status.js')).runStatus,
   certs: async () => (await import('../certs/cli.js')).runCerts as Subcommand,
   seccomp: async () => (await import('./tools/seccomp-check.js')).runSeccomp,
 };

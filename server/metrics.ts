@@ -68,6 +68,8 @@ export interface RelayMetrics {
   sent: TalliedCounter<'kind'>;
   dropped: TalliedCounter<'kind' | 'reason'>;
   upstreamConnected: Gauge<'node'>;
+  /** 1 while the relay serves (what /readyz answers) */
+  ready: Gauge;
   /** the hub whose state the gauges report; set once the hub exists */
   observe(probe: HubProbe): void;
 }
@@ -112,6 +114,11 @@ export function createMetrics(registry: Registry = new Registry()): RelayMetrics
       name: 'kubearmor_relay_upstream_connected',
       help: '1 while the relay is connected to the node daemon, 0 while it is redialling',
       labelNames: ['node'],
+      registers: [registry],
+    }),
+    ready: new Gauge({
+      name: 'kubearmor_relay_ready',
+      help: '1 while the relay serves feeder.LogService (what /readyz answers), 0 while starting or shutting down',
       registers: [registry],
     }),
     observe(p) {

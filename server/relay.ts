@@ -9,6 +9,7 @@ import { HUB_DEFAULTS, Hub, type QueueLimits } from './hub.js';
 import type { KindSpec } from './kinds.js';
 import type { Logger } from './logger.js';
 import { createMetrics, type RelayMetrics } from './metrics.js';
+import { StatusBoard, type CertificateSource } from './status.js';
 import { StdoutExporter } from './stdout.js';
 import type { Listening, Transport } from './transport.js';
 import type { EventTransform } from './upstream.js';
@@ -32,6 +33,8 @@ export interface RelayOptions {
   maxEventBytes?: number;
   /** another source (discovery) adds nodes later: no warning for an empty static list */
   expectMoreNodes?: boolean;
+  /** the certificate manager, for /status (mutual TLS only) */
+  certificates?: CertificateSource;
 }
 
 /** How long a graceful close may take before streams are cut. */
@@ -51,6 +54,7 @@ export class Relay {
   readonly metrics: RelayMetrics;
   readonly hub: Hub;
   readonly upstreams: UpstreamSet;
+  readonly status: StatusBoard;
   private readonly server: grpc.Server;
   private readonly logService: LogService;
   private readonly health: HealthImplementation;
@@ -81,10 +85,11 @@ export class Relay {
       maxEventBytes: opts.maxEventBytes ?? HUB_DEFAULTS.maxEventBytes,
     });
     this.server = new grpc.Server(SERVER_OPTIONS);
-    this.logService = new LogService(this.hub, opts.logger);
+    this.logService = new LogService(this.hub, opts.logger, (peer) => opts.transport.peerSubject?.(peer));
     this.logService.addTo(this.server);
     this.health = new HealthImplementation({ '': 'NOT_SERVING', 'feeder.LogService': 'NOT_SERVING' });
     this.health.addToServer(this.server);
+    this.status = new StatusBoard({ upstreams: this.upstreams, hub: this.hub, transport: opts.transport, certificates: opts.certificates, ready: () => this.ready });
   }
 
   get grpcPort(): number {
@@ -98,16 +103,18 @@ export class Relay {
   async start(): Promise<void> {
     const { opts } = this;
     if (opts.httpPort !== 0) {
-      this.http = await startHttp({ host: opts.listenAddress, port: opts.httpPort, registry: this.metrics.registry, ready: () => this.ready, logger: opts.logger });
+      this.http = await startHttp({ host: opts.listenAddress, port: opts.httpPort, registry: this.metrics.registry, ready: () => this.ready, status: () => this.status.snapshot(), logger: opts.logger });
     }
     if (opts.stdoutKinds.length > 0) this.stdout = new StdoutExporter(this.hub, opts.stdoutKinds, this.metrics);
     this.listening = await opts.transport.serve(this.server, opts.listenAddress, opts.grpcPort);
     this.health.setStatus('', 'SERVING');
     this.health.setStatus('feeder.LogService', 'SERVING');
     this.ready = true;
+    this.metrics.ready.set(1);
     opts.logger.info({ port: this.listening.port, transport: opts.transport.name, nodes: opts.nodes.length }, 'relay serving feeder.LogService');
     if (opts.nodes.length === 0 && !opts.expectMoreNodes) opts.logger.warn('no node daemons configured yet (--nodes or KUBEARMOR_SERVICE)');
     this.upstreams.setTargets('static', opts.nodes);
+    this.status.start();
   }
 
   /** Stops accepting, ends consumer streams with UNAVAILABLE, closes upstreams. */
@@ -118,6 +125,8 @@ export class Relay {
 
   private async doClose(): Promise<void> {
     this.ready = false;
+    this.metrics.ready.set(0);
+    this.status.close();
     this.health.setStatus('', 'NOT_SERVING');
     this.health.setStatus('feeder.LogService', 'NOT_SERVING');
     await this.listening?.close();

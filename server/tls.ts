@@ -123,6 +123,8 @@ export class MutualTlsTransport implements Transport {
   private readonly recentRefusals = new Map<string, { at: number; quiet: number }>();
   private readonly limits: HandshakeLimits;
   private readonly parsed = new ParsedCertificates();
+  /** verified client subjects by "ip:port" (grpc-js's getPeer()), while their connection lasts */
+  private readonly subjects = new Map<string, string>();
 
   constructor(
     private readonly source: TlsMaterialSource,
@@ -221,7 +223,15 @@ export class MutualTlsTransport implements Transport {
       { peer: formatHostPort(socket.remoteAddress ?? '?', socket.remotePort ?? 0), subject: verdict.subject, serial: verdict.serial, protocol: socket.getProtocol() },
       'client certificate accepted',
     );
+    // keyed as grpc-js's getPeer() names the call's peer, so /status can name the consumer
+    const peer = `${socket.remoteAddress}:${socket.remotePort}`;
+    this.subjects.set(peer, verdict.subject);
+    socket.once('close', () => this.subjects.delete(peer));
     injector.injectConnection(socket);
+  }
+
+  peerSubject(peer: string): string | undefined {
+    return this.subjects.get(peer);
   }
 
   private refused(side: 'server' | 'client', reason: HandshakeFailureReason, detail: string, address: string | undefined, port: number | undefined): void {

@@ -22,6 +22,8 @@ export interface Transport {
   channelCredentials(host: string): grpc.ChannelCredentials;
   /** extra channel options the credentials need (e.g. a TLS server-name override) */
   channelOptions?(host: string): grpc.ChannelOptions;
+  /** the verified client certificate subject of a connected peer, as grpc-js names it ("ip:port") */
+  peerSubject?(peer: string): string | undefined;
 }
 
 export function formatHostPort(host: string, port: number): string {

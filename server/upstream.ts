@@ -9,7 +9,7 @@ import { randomInt } from 'node:crypto';
 import * as grpc from '@grpc/grpc-js';
 import { Backoff, type BackoffOptions } from './backoff.js';
 import type { Hub } from './hub.js';
-import { KINDS, methodPath, type Kind, type KindSpec } from './kinds.js';
+import { KIND_BY_NAME, KINDS, methodPath, type Kind, type KindSpec } from './kinds.js';
 import type { Logger } from './logger.js';
 import type { RelayMetrics, Tally } from './metrics.js';
 import { decodeReply, encodeNonce, encodeRequest } from './proto.js';
@@ -34,6 +34,21 @@ export interface UpstreamOptions {
 }
 
 const identity = (b: Buffer): Buffer => b;
+
+/** What /status reports of one node daemon (server/status.ts adds rates and its source). */
+export interface UpstreamState {
+  address: string;
+  /** HostName of the node's events, read from the first event of each session */
+  name: string | undefined;
+  connected: boolean;
+  /** when it connected or was lost (when it was added, for a node never connected) */
+  since: Date;
+  /** why the last session or dial failed, e.g. a refused TLS handshake */
+  lastError: string | undefined;
+  lastErrorAt: Date | undefined;
+  /** events received per kind since the relay started (the metric's tallies) */
+  received: Record<Kind, number>;
+}
 
 // grpc-go node daemons send GOAWAY too_many_pings to clients pinging more often than every
 // 5 minutes, so our own pings stay just above that; a node whose host vanished is noticed
@@ -66,6 +81,14 @@ function withReadAhead<T>(messages: number, create: () => T): T {
   }
 }
 
+/**
+ * grpc-js wraps a failed dial as "No connection established. Last error: Error: <reason>.
+ * Resolution note: "; logs and /status need the reason.
+ */
+export function tidyDetails(details: string): string {
+  return details.replace(/^No connection established\. Last error: (?:Error: )?/, 'cannot connect: ').replace(/\.?\s*Resolution note:\s*$/, '');
+}
+
 export class Upstream {
   private readonly backoff: Backoff;
   private readonly log: Logger;
@@ -75,6 +98,9 @@ export class Upstream {
   private streams = new Map<Kind, grpc.ClientReadableStream<Buffer>>();
   private retryTimer: NodeJS.Timeout | undefined;
   private connectedAt = 0;
+  private since = new Date();
+  private name: string | undefined;
+  private lastError: { reason: string; at: Date } | undefined;
   private closed = false;
   private session = 0;
   private readonly unlistenFlow: (() => void)[] = [];
@@ -134,6 +160,7 @@ export class Upstream {
     }
     if (session !== this.session || this.closed) return;
     this.connectedAt = Date.now();
+    this.since = new Date(this.connectedAt);
     this.opts.metrics.upstreamConnected.set({ node: this.address }, 1);
     this.log.info({ transport: transport.name }, 'node connected');
     for (const spec of KINDS) this.watch(session, client, spec);
@@ -150,7 +177,7 @@ export class Upstream {
         new grpc.Metadata(),
         { deadline: Date.now() + this.opts.healthTimeoutMs },
         (err, reply) => {
-          if (err) return reject(new Error(err.details || err.message));
+          if (err) return reject(new Error(tidyDetails(err.details || err.message)));
           // A malformed reply must fail this node's session, not the relay (this runs
           // outside any try, from grpc-js's callback).
           let retval: number;
@@ -183,6 +210,8 @@ export class Upstream {
       }
       channel.publish(transform ? transform(spec.kind, bytes) : bytes);
     });
+    // The node's name, for /status: one decode per session, never on the per-event path.
+    stream.once('data', (bytes: Buffer) => this.learnName(spec.kind, bytes));
     if (channel.paused) stream.pause();
     // 'error' carries the non-OK status; 'status' always comes last, OK or not.
     stream.on('error', () => {});
@@ -217,6 +246,28 @@ export class Upstream {
     this.rewatchTimers.add(timer);
   }
 
+  state(): UpstreamState {
+    const received = Object.fromEntries(KINDS.map((k) => [k.kind, this.received[k.kind].n])) as Record<Kind, number>;
+    return {
+      address: this.address,
+      name: this.name,
+      connected: this.connectedAt > 0,
+      since: this.since,
+      lastError: this.lastError?.reason,
+      lastErrorAt: this.lastError?.at,
+      received,
+    };
+  }
+
+  private learnName(kind: Kind, bytes: Buffer): void {
+    try {
+      const host = (KIND_BY_NAME[kind].type.decode(bytes) as unknown as { HostName?: string }).HostName;
+      if (host) this.name = host;
+    } catch {
+      // an event that does not decode names nobody; the relay forwards it as it came
+    }
+  }
+
   private setPaused(kind: Kind, paused: boolean): void {
     const stream = this.streams.get(kind);
     if (paused) stream?.pause();
@@ -230,6 +281,9 @@ export class Upstream {
     const wasConnected = this.connectedAt > 0;
     if (wasConnected && Date.now() - this.connectedAt >= this.opts.stableAfterMs) this.backoff.reset();
     this.connectedAt = 0;
+    const now = new Date();
+    if (wasConnected) this.since = now; // a failed redial changes nothing: disconnected since the loss
+    this.lastError = { reason, at: now };
     this.teardown();
     this.opts.metrics.upstreamConnected.set({ node: this.address }, 0);
     const delay = this.backoff.next();
