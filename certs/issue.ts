@@ -104,7 +104,9 @@ async function toSigningKey(key: KeyObject): Promise<{ cryptoKey: webcrypto.Cryp
 /** 16 random bytes; @peculiar/x509 prefixes 0x00 when the top bit is set, keeping it positive. */
 function randomSerial(): string {
   const bytes = webcrypto.getRandomValues(new Uint8Array(16));
-  if (bytes.every((b) => b === 0)) bytes[15] = 1;
+  // first byte 0x01-0x7f: positive, never shortened by DER's minimal encoding, so every
+  // serial is 16 bytes (a leading 0x00 byte would leave 15)
+  bytes[0] = (bytes[0]! % 0x7f) + 1;
   return Buffer.from(bytes).toString('hex');
 }
 
