@@ -11,7 +11,7 @@ import type { Logger } from './logger.js';
 import { createMetrics, type RelayMetrics } from './metrics.js';
 import { StdoutExporter } from './stdout.js';
 import type { Listening, Transport } from './transport.js';
-import type { EventTransform } from './upstream.js';
+import type { EventTransform, SinkFor } from './upstream.js';
 import { UpstreamSet } from './upstreams.js';
 
 export interface RelayOptions {
@@ -32,6 +32,8 @@ export interface RelayOptions {
   maxEventBytes?: number;
   /** another source (discovery) adds nodes later: no warning for an empty static list */
   expectMoreNodes?: boolean;
+  /** where node events go instead of the hub (scale-out mode) */
+  sinkFor?: SinkFor;
 }
 
 /** How long a graceful close may take before streams are cut. */
@@ -58,6 +60,7 @@ export class Relay {
   private listening: Listening | undefined;
   private http: HttpEndpoints | undefined;
   private ready = false;
+  private readonly readinessChecks: (() => boolean)[] = [];
   private closing: Promise<void> | undefined;
 
   constructor(private readonly opts: RelayOptions) {
@@ -79,12 +82,18 @@ export class Relay {
       stableAfterMs: 10_000,
       transform: opts.transform,
       maxEventBytes: opts.maxEventBytes ?? HUB_DEFAULTS.maxEventBytes,
+      sinkFor: opts.sinkFor,
     });
     this.server = new grpc.Server(SERVER_OPTIONS);
     this.logService = new LogService(this.hub, opts.logger);
     this.logService.addTo(this.server);
     this.health = new HealthImplementation({ '': 'NOT_SERVING', 'feeder.LogService': 'NOT_SERVING' });
     this.health.addToServer(this.server);
+  }
+
+  /** /readyz also answers 503 while this check is false (e.g. the engine link is down) */
+  addReadinessCheck(check: () => boolean): void {
+    this.readinessChecks.push(check);
   }
 
   get grpcPort(): number {
@@ -98,7 +107,7 @@ export class Relay {
   async start(): Promise<void> {
     const { opts } = this;
     if (opts.httpPort !== 0) {
-      this.http = await startHttp({ host: opts.listenAddress, port: opts.httpPort, registry: this.metrics.registry, ready: () => this.ready, logger: opts.logger });
+      this.http = await startHttp({ host: opts.listenAddress, port: opts.httpPort, registry: this.metrics.registry, ready: () => this.ready && this.readinessChecks.every((check) => check()), logger: opts.logger });
     }
     if (opts.stdoutKinds.length > 0) this.stdout = new StdoutExporter(this.hub, opts.stdoutKinds, this.metrics);
     this.listening = await opts.transport.serve(this.server, opts.listenAddress, opts.grpcPort);

@@ -1,0 +1,91 @@
+// JetStream into this replica's hub: every node's events, whichever replica dialled the
+// node, reach this replica's consumers through the same bounded queues and counted drops
+// as in single-relay mode.
+//
+// One ordered consumer per kind (ephemeral, in memory, no acks; the client recreates it
+// from the last stream sequence it saw when its server goes away, so nothing is skipped),
+// starting after the stream's last message when this replica starts: a consumer of the
+// relay gets what happens from the moment it subscribes, as in single-relay mode.
+// Messages are pulled in bounded batches, and no further batch is pulled while the hub
+// asks reads of that kind to pause, so memory stays bounded when every consumer is behind.
+import { DeliverPolicy, type JetStreamClient } from '@nats-io/jetstream';
+import { Backoff } from '../backoff.js';
+import type { Channel } from '../hub.js';
+import type { Kind } from '../kinds.js';
+import type { Logger } from '../logger.js';
+import type { Tally } from '../metrics.js';
+import { kindFilter } from './subjects.js';
+
+export interface FeederOptions {
+  js: JetStreamClient;
+  stream: string;
+  /** the stream's last sequence when this replica started */
+  startAfter: number;
+  kind: Kind;
+  channel: Channel;
+  delivered: Tally;
+  logger: Logger;
+  batch: number;
+}
+
+const FETCH_EXPIRES_MS = 2000;
+
+export class Feeder {
+  /** messages in the stream after the last one read (consumer lag) */
+  pending = 0;
+  private stopped = false;
+  private readonly done: Promise<void>;
+  private wake: (() => void) | undefined;
+  private readonly unlisten: () => void;
+
+  constructor(private readonly opts: FeederOptions) {
+    this.unlisten = opts.channel.onFlow((paused) => {
+      if (!paused) this.wake?.();
+    });
+    this.done = this.run();
+  }
+
+  get kind(): Kind {
+    return this.opts.kind;
+  }
+
+  async close(): Promise<void> {
+    this.stopped = true;
+    this.unlisten();
+    this.wake?.();
+    await this.done;
+  }
+
+  private async run(): Promise<void> {
+    const { js, stream, kind, channel, delivered, logger } = this.opts;
+    const backoff = new Backoff({ initialMs: 200, maxMs: 5000 });
+    let consumer: Awaited<ReturnType<JetStreamClient['consumers']['get']>> | undefined;
+    while (!this.stopped) {
+      if (channel.paused) {
+        await new Promise<void>((resolve) => (this.wake = resolve));
+        this.wake = undefined;
+        continue;
+      }
+      try {
+        consumer ??= await js.consumers.get(stream, {
+          filter_subjects: kindFilter(kind),
+          deliver_policy: DeliverPolicy.StartSequence,
+          opt_start_seq: this.opts.startAfter + 1,
+        });
+        const batch = await consumer.fetch({ max_messages: this.opts.batch, expires: FETCH_EXPIRES_MS });
+        for await (const m of batch) {
+          // a copy: the client's buffer is a view into a larger socket read
+          channel.publish(Buffer.from(m.data));
+          delivered.n++;
+          this.pending = m.info.pending;
+        }
+        backoff.reset();
+      } catch (err) {
+        if (this.stopped) break;
+        const delay = backoff.next();
+        logger.warn({ kind, err: (err as Error).message, retryInMs: delay }, 'reading events from JetStream failed; resuming from the last one read');
+        await new Promise((resolve) => setTimeout(resolve, delay).unref());
+      }
+    }
+  }
+}

@@ -1,0 +1,172 @@
+// Node events into JetStream, in place of the local hub: one sink per node and kind,
+// publishing the node's bytes unchanged to kubearmor.<kind>.<node> with a message id
+// derived from the event itself, so the replicas that read the same node store it once.
+//
+// Order: a sink keeps its events in arrival order until JetStream acknowledges them, and
+// publishes in that order over one connection. Stored order is then the node's order: the
+// first stored copy of event k comes from some replica that had already published k-1.
+// A failed publish (timeout, leader change) stops new sends; once nothing is in flight,
+// every unacknowledged event is published again, in order, after a backoff (the ones that
+// had been stored come back as duplicates). The pending queue is bounded: past it the
+// sink asks the upstream to pause reading (the node daemon buffers), as the hub does.
+import { createHash } from 'node:crypto';
+import { headers, type MsgHdrs } from '@nats-io/transport-node';
+import type { JetStreamClient, PubAck } from '@nats-io/jetstream';
+import { Backoff } from '../backoff.js';
+import type { Kind } from '../kinds.js';
+import type { Logger } from '../logger.js';
+import type { EventSink } from '../upstream.js';
+import type { ScaleOutMetrics } from './metrics.js';
+import { subjectFor } from './subjects.js';
+
+export const HEADER_NODE = 'KubeArmor-Node';
+export const HEADER_KIND = 'KubeArmor-Kind';
+
+export interface PublisherOptions {
+  js: () => JetStreamClient | undefined;
+  metrics: ScaleOutMetrics;
+  logger: Logger;
+  /** events a sink may hold unacknowledged before it pauses the node's reads */
+  maxPending: number;
+  maxPendingBytes: number;
+  ackTimeoutMs: number;
+}
+
+/** node + kind + a hash of the bytes: the replicas reading one node agree on it without talking. */
+export function messageId(node: string, kind: Kind, bytes: Uint8Array): string {
+  return `${node}/${kind}/${createHash('sha256').update(bytes).digest('base64url')}`;
+}
+
+interface Pending {
+  bytes: Buffer;
+  id: string;
+  /** queued: not sent yet (or to be re-sent); sent: awaiting its ack; acked: stored */
+  state: 'queued' | 'sent' | 'acked';
+}
+
+export class JetStreamSink implements EventSink {
+  private readonly queue: Pending[] = [];
+  private head = 0;
+  private bytes = 0;
+  private inFlight = 0;
+  private failed = false;
+  private retryTimer: NodeJS.Timeout | undefined;
+  private pausedState = false;
+  private closed = false;
+  private readonly listeners = new Set<(paused: boolean) => void>();
+  private readonly subject: string;
+  private readonly hdrs: MsgHdrs;
+  private readonly backoff = new Backoff({ initialMs: 200, maxMs: 5000 });
+  private readonly tallies;
+
+  constructor(
+    readonly node: string,
+    readonly kind: Kind,
+    private readonly opts: PublisherOptions,
+  ) {
+    this.subject = subjectFor(kind, node);
+    this.hdrs = headers();
+    this.hdrs.set(HEADER_NODE, node);
+    this.hdrs.set(HEADER_KIND, kind);
+    this.tallies = opts.metrics.publishTallies(kind);
+  }
+
+  get paused(): boolean {
+    return this.pausedState;
+  }
+
+  /** events read from the node and not yet stored in JetStream */
+  get pending(): number {
+    return this.queue.length - this.head;
+  }
+
+  onFlow(listener: (paused: boolean) => void): () => void {
+    this.listeners.add(listener);
+    return () => this.listeners.delete(listener);
+  }
+
+  publish(bytes: Buffer): void {
+    if (this.closed) return;
+    const entry: Pending = { bytes, id: messageId(this.node, this.kind, bytes), state: 'queued' };
+    this.queue.push(entry);
+    this.bytes += bytes.length;
+    if (!this.failed) this.send(entry);
+    this.reconsider();
+  }
+
+  close(): void {
+    this.closed = true;
+    clearTimeout(this.retryTimer);
+    this.listeners.clear();
+    this.queue.length = 0;
+    this.head = 0;
+    this.bytes = 0;
+  }
+
+  private send(entry: Pending): void {
+    const js = this.opts.js();
+    if (!js) {
+      this.fail(new Error('not connected to NATS'));
+      return;
+    }
+    entry.state = 'sent';
+    this.inFlight++;
+    js.publish(this.subject, entry.bytes, { msgID: entry.id, headers: this.hdrs, timeout: this.opts.ackTimeoutMs }).then(
+      (ack: PubAck) => this.acked(entry, ack),
+      (err: Error) => {
+        this.inFlight--;
+        if (this.closed) return;
+        entry.state = 'queued';
+        this.tallies.failures.n++;
+        this.fail(err);
+      },
+    );
+  }
+
+  private acked(entry: Pending, ack: PubAck): void {
+    this.inFlight--;
+    if (this.closed) return;
+    entry.state = 'acked';
+    if (ack.duplicate) this.tallies.duplicates.n++;
+    else this.tallies.published.n++;
+    while (this.head < this.queue.length && this.queue[this.head]!.state === 'acked') {
+      this.bytes -= this.queue[this.head]!.bytes.length;
+      this.head++;
+    }
+    if (this.head > 1024 && this.head * 2 > this.queue.length) {
+      this.queue.splice(0, this.head);
+      this.head = 0;
+    }
+    if (this.inFlight === 0 && this.failed) this.scheduleResend();
+    if (!this.failed) this.backoff.reset();
+    this.reconsider();
+  }
+
+  private fail(err: Error): void {
+    if (!this.failed) this.opts.logger.warn({ node: this.node, kind: this.kind, err: err.message, pending: this.pending }, 'publish to JetStream failed; re-sending in order');
+    this.failed = true;
+    if (this.inFlight === 0) this.scheduleResend();
+  }
+
+  private scheduleResend(): void {
+    if (this.retryTimer || this.closed) return;
+    this.retryTimer = setTimeout(() => {
+      this.retryTimer = undefined;
+      this.failed = false;
+      for (let i = this.head; i < this.queue.length && !this.failed; i++) {
+        const entry = this.queue[i]!;
+        if (entry.state === 'queued') this.send(entry);
+      }
+    }, this.backoff.next());
+    this.retryTimer.unref();
+  }
+
+  private reconsider(): void {
+    const { maxPending, maxPendingBytes } = this.opts;
+    const n = this.pending;
+    const paused = this.pausedState ? n * 2 > maxPending || this.bytes * 2 > maxPendingBytes : n >= maxPending || this.bytes >= maxPendingBytes;
+    if (paused === this.pausedState) return;
+    this.pausedState = paused;
+    for (const listener of this.listeners) listener(paused);
+  }
+}
