@@ -28,6 +28,8 @@ export interface EventSink {
   readonly paused: boolean;
   /** the listener learns when reads should pause or resume; returns the unsubscribe */
   onFlow(listener: (paused: boolean) => void): () => void;
+  /** a new session with the node begins (its watch streams are about to open) */
+  sessionStarted?(): void;
 }
 
 /** The sink of one node and kind; called once per upstream and kind. */
@@ -151,7 +153,10 @@ export class Upstream {
     this.connectedAt = Date.now();
     this.opts.metrics.upstreamConnected.set({ node: this.address }, 1);
     this.log.info({ transport: transport.name }, 'node connected');
-    for (const spec of KINDS) this.watch(session, client, spec);
+    for (const spec of KINDS) {
+      this.sinks[spec.kind].sessionStarted?.();
+      this.watch(session, client, spec);
+    }
   }
 
   private healthCheck(client: grpc.Client): Promise<void> {

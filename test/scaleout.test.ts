@@ -23,7 +23,7 @@ async function nats(size: 1 | 3): Promise<NatsCluster> {
 async function relays(n: number, nodes: string[], natsUrls: string, extra: string[] = []): Promise<RelayProcess[]> {
   const started = await Promise.all(
     Array.from({ length: n }, (_, i) =>
-      startRelayProcess({ args: [`--nodes=${nodes.join(',')}`, `--natsUrl=${natsUrls}`, `--replicaId=relay-${i}`, '--membershipTtl=3s', '--logLevel=info', ...extra] }),
+      startRelayProcess({ args: [`--nodes=${nodes.join(',')}`, `--natsUrl=${natsUrls}`, `--replicaId=relay-${i}`, '--membershipTtl=3s', '--logLevel=debug', ...extra] }),
     ),
   );
   for (const r of started) cleanups.push(() => r.stop('SIGKILL'));
@@ -83,7 +83,8 @@ describe('scale-out over NATS JetStream', () => {
     await subscribed(all);
 
     const count = 300;
-    const nodes = await fakeNodes(ports, { rate: 300, count });
+    const nodes = await fakeNodes(ports, { rate: 100, count });
+    await eventually(() => nodes.every((n) => KINDS.every((k) => n.watchers(k.kind) === 2)), 15_000, 'two relays watching each node');
     for (const n of nodes) for (const k of KINDS) await n.finished(k.kind);
 
     for (const n of nodes) for (const k of KINDS) expect(n.watchers(k.kind), `${n.nodeName} ${k.kind} watchers`).toBe(2);
@@ -91,19 +92,6 @@ describe('scale-out over NATS JetStream', () => {
     expect(dialled.reduce((a, b) => a! + b!, 0)).toBe(4);
 
     for (const c of consumers) for (const k of KINDS) await c[k.kind].waitFor(2 * count);
-    {
-      const { connect } = await import('@nats-io/transport-node');
-      const { jetstream, DeliverPolicy } = await import('@nats-io/jetstream');
-      const nc = await connect({ servers: cluster.urls.split(',') });
-      const js = jetstream(nc);
-      const c = await js.consumers.get('KUBEARMOR', { filter_subjects: 'kubearmor.message.*', deliver_policy: DeliverPolicy.All });
-      const seqs: string[] = [];
-      const it = await c.fetch({ max_messages: 600, expires: 3000 });
-      for await (const m of it) { const node = m.headers?.get('KubeArmor-Node'); if (node === nodes[1]!.target) seqs.push(String(eventMetaFromBytes('message', m.data)!.seq)); }
-      console.log('STREAM ORDER', seqs.join(','));
-      await nc.close();
-    }
-    for (const r of all) console.log(r.logs.filter((l) => l.level >= 40 || /assigned|replicas|connected/.test(l.msg)).map((l) => JSON.stringify(l)).join('\n'));
     for (const c of consumers) {
       for (const k of KINDS) {
         for (const n of nodes) expect(seqsFrom(c[k.kind], n), `${k.kind} from ${n.nodeName}`).toEqual(upTo(count));
@@ -116,5 +104,64 @@ describe('scale-out over NATS JetStream', () => {
     let duplicates = 0;
     for (const r of all) for (const k of KINDS) duplicates += (await metric(r, 'kubearmor_relay_nats_deduplicated_total', { kind: k.kind })) ?? 0;
     expect(duplicates).toBeGreaterThan(0);
+  });
+
+  it('loses none of a node\'s events when a relay dialling it is killed, and re-assigns the node within 10 s', async () => {
+    const cluster = await nats(1);
+    const ports = [await freePort(), await freePort()];
+    const targets = ports.map((p) => `127.0.0.1:${p}`);
+    const all = await relays(3, targets, cluster.urls, ['--upstreamReplicas=2']);
+    await converged(all, 3);
+    const consumers = consumersOn(all);
+    await subscribed(all);
+
+    const count = 1200;
+    const [nodeA, nodeB] = await fakeNodes(ports, { rate: 200, count });
+    await eventually(() => KINDS.every((k) => nodeA!.watchers(k.kind) === 2 && nodeB!.watchers(k.kind) === 2), 15_000, 'two relays watching each node');
+    await eventually(() => nodeA!.sent.alert > 200, 10_000, 'events flowing');
+
+    const dialling = [];
+    for (const r of all) if ((await metric(r, 'kubearmor_relay_upstream_connected', { node: targets[0]! })) === 1) dialling.push(r);
+    expect(dialling).toHaveLength(2);
+    const victim = dialling[0]!;
+    await victim.stop('SIGKILL');
+    const survivors = all.filter((r) => r !== victim);
+    const third = survivors.find((r) => !dialling.includes(r))!;
+    await eventually(async () => (await metric(third, 'kubearmor_relay_upstream_connected', { node: targets[0]! })) === 1, 10_000, 'the third relay dialling the node of the killed one');
+
+    for (const k of KINDS) await nodeA!.finished(k.kind);
+    const survivorConsumers = consumers.filter((_, i) => all[i] !== victim);
+    for (const c of survivorConsumers) {
+      for (const k of KINDS) {
+        await eventually(() => seqsFrom(c[k.kind], nodeA!).length >= count, 20_000, `${count} ${k.kind} events of ${nodeA!.nodeName}`);
+        expect(seqsFrom(c[k.kind], nodeA!), `${k.kind} from ${nodeA!.nodeName}`).toEqual(upTo(count));
+      }
+    }
+  });
+
+  it('loses nothing for consumers that keep reading when one of three NATS servers dies during a flood', async () => {
+    const cluster = await nats(3);
+    const ports = [await freePort(), await freePort()];
+    const targets = ports.map((p) => `127.0.0.1:${p}`);
+    const all = await relays(2, targets, cluster.urls, ['--upstreamReplicas=2', '--natsStreamReplicas=3']);
+    await converged(all, 2);
+    const consumers = consumersOn(all);
+    await subscribed(all);
+
+    const count = 4000;
+    const nodes = await fakeNodes(ports, { rate: 0, count });
+    await eventually(() => nodes.every((n) => n.sent.alert > 500), 20_000, 'the flood under way');
+    await cluster.servers[0]!.stop('SIGKILL');
+
+    for (const n of nodes) for (const k of KINDS) await n.finished(k.kind);
+    for (const c of consumers) {
+      for (const k of KINDS) {
+        for (const n of nodes) {
+          await eventually(() => seqsFrom(c[k.kind], n).length >= count, 30_000, `${count} ${k.kind} events of ${n.nodeName}`);
+          expect(new Set(seqsFrom(c[k.kind], n)), `${k.kind} from ${n.nodeName}`).toEqual(new Set(upTo(count)));
+          expect(seqsFrom(c[k.kind], n)).toHaveLength(count);
+        }
+      }
+    }
   });
 });

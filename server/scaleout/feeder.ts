@@ -14,6 +14,7 @@ import type { Channel } from '../hub.js';
 import type { Kind } from '../kinds.js';
 import type { Logger } from '../logger.js';
 import type { Tally } from '../metrics.js';
+import type { JoinIndex } from './publisher.js';
 import { kindFilter } from './subjects.js';
 
 export interface FeederOptions {
@@ -26,9 +27,12 @@ export interface FeederOptions {
   delivered: Tally;
   logger: Logger;
   batch: number;
+  /** sinks joining a node in step wait for the ids this feeder sees stored */
+  joins: JoinIndex;
 }
 
 const FETCH_EXPIRES_MS = 2000;
+const MSG_ID_HEADER = 'Nats-Msg-Id';
 
 export class Feeder {
   /** messages in the stream after the last one read (consumer lag) */
@@ -57,7 +61,7 @@ export class Feeder {
   }
 
   private async run(): Promise<void> {
-    const { js, stream, kind, channel, delivered, logger } = this.opts;
+    const { js, stream, kind, channel, delivered, logger, joins } = this.opts;
     const backoff = new Backoff({ initialMs: 200, maxMs: 5000 });
     let consumer: Awaited<ReturnType<JetStreamClient['consumers']['get']>> | undefined;
     while (!this.stopped) {
@@ -78,6 +82,10 @@ export class Feeder {
           channel.publish(Buffer.from(m.data));
           delivered.n++;
           this.pending = m.info.pending;
+          if (joins.size > 0) {
+            const id = m.headers?.get(MSG_ID_HEADER);
+            if (id) joins.stored(id);
+          }
         }
         backoff.reset();
       } catch (err) {

@@ -18,7 +18,7 @@ import { connectEngine, type Engine, type EngineOptions } from './engine.js';
 import { Feeder } from './feeder.js';
 import { Membership } from './membership.js';
 import { createScaleOutMetrics, type ScaleOutMetrics } from './metrics.js';
-import { JetStreamSink } from './publisher.js';
+import { JetStreamSink, JoinIndex } from './publisher.js';
 import { memberKey } from './subjects.js';
 
 export interface ScaleOutOptions extends Omit<EngineOptions, 'name' | 'logger'> {
@@ -36,7 +36,7 @@ export interface RelayParts {
   addReadinessCheck(check: () => boolean): void;
 }
 
-const SINK_LIMITS = { maxPending: 1024, maxPendingBytes: 2 * 1024 * 1024, ackTimeoutMs: 3000 };
+const SINK_LIMITS = { maxPending: 1024, maxPendingBytes: 2 * 1024 * 1024, ackTimeoutMs: 3000, joinHoldMs: 1000 };
 const FEED_BATCH = 256;
 
 export class ScaleOut {
@@ -52,6 +52,7 @@ export class ScaleOut {
   private relay: RelayParts | undefined;
   private connected = false;
   private assigned: readonly string[] = [];
+  private readonly joins = new JoinIndex();
   private closed = false;
   private starting: Promise<void> | undefined;
 
@@ -64,7 +65,7 @@ export class ScaleOut {
       assignedNodes: () => this.assigned.length,
       liveReplicas: () => this.membership?.replicas.length ?? 0,
     });
-    const sinkOpts = { js: () => this.js, metrics: this.metrics, logger: this.log, ...SINK_LIMITS };
+    const sinkOpts = { js: () => this.js, joins: this.joins, metrics: this.metrics, logger: this.log, ...SINK_LIMITS };
     this.sinkFor = (node, kind) => new JetStreamSink(node, kind, sinkOpts);
   }
 
@@ -116,7 +117,7 @@ export class ScaleOut {
     const hub = this.relay!.hub;
     this.feeders = KINDS.map(
       ({ kind }) =>
-        new Feeder({ js: this.js!, stream: opts.stream, startAfter, kind, channel: hub.channels[kind], delivered: this.metrics.delivered(kind), logger: this.log, batch: FEED_BATCH }),
+        new Feeder({ js: this.js!, stream: opts.stream, startAfter, kind, channel: hub.channels[kind], delivered: this.metrics.delivered(kind), logger: this.log, batch: FEED_BATCH, joins: this.joins }),
     );
     this.membership = new Membership({
       kv: engine.kv,

@@ -53,14 +53,14 @@ export class Membership {
     const { kv, key, logger } = this.opts;
     try {
       await kv.put(key, JSON.stringify({ at: new Date().toISOString() }));
-      const keys: string[] = [];
-      for await (const k of await kv.keys()) keys.push(k);
+      // a key refreshed during the listing can come twice
+      const keys = new Set<string>([key]);
+      for await (const k of await kv.keys()) keys.add(k);
       if (this.stopped) return;
-      if (!keys.includes(key)) keys.push(key);
       this.lastOk = Date.now();
       if (this.failing) logger.info('membership refreshed again');
       this.failing = false;
-      this.update(keys.sort());
+      this.update([...keys].sort());
     } catch (err) {
       if (this.stopped) return;
       if (!this.failing) logger.warn({ err: (err as Error).message }, 'cannot refresh membership in NATS');

@@ -3,8 +3,18 @@
 // derived from the event itself, so the replicas that read the same node store it once.
 //
 // Order: a sink keeps its events in arrival order until JetStream acknowledges them, and
-// publishes in that order over one connection. Stored order is then the node's order: the
-// first stored copy of event k comes from some replica that had already published k-1.
+// publishes in that order over one connection. When every replica reading a node publishes
+// every event from some point on, stored order is the node's order: the first stored copy
+// of event k comes from a replica that had already published k-1. A replica that starts
+// reading a node (assignment, redial) therefore joins in step: it holds what it reads
+// until it sees one of those events stored by a replica already reading (the feeder
+// reports stored message ids), drops everything up to it and publishes from there on. When
+// nothing it holds shows up within the hold time (nobody else reads the node: first start,
+// or the other replica died), it publishes what it holds. Of two replicas that start
+// reading a node one after the other, the first one's hold ends first: it publishes, and
+// the second sees that and joins in step. (Two that start at the same moment read the same
+// events from the first on, and are in step from the start.)
+//
 // A failed publish (timeout, leader change) stops new sends; once nothing is in flight,
 // every unacknowledged event is published again, in order, after a backoff (the ones that
 // had been stored come back as duplicates). The pending queue is bounded: past it the
@@ -22,8 +32,32 @@ import { subjectFor } from './subjects.js';
 export const HEADER_NODE = 'KubeArmor-Node';
 export const HEADER_KIND = 'KubeArmor-Kind';
 
+/** Message ids held by joining sinks; the feeder reports the ones it sees stored. */
+export class JoinIndex {
+  private readonly held = new Map<string, JetStreamSink>();
+
+  get size(): number {
+    return this.held.size;
+  }
+
+  hold(id: string, sink: JetStreamSink): void {
+    this.held.set(id, sink);
+  }
+
+  release(id: string): void {
+    this.held.delete(id);
+  }
+
+  stored(id: string): void {
+    this.held.get(id)?.storedByAnother(id);
+  }
+}
+
 export interface PublisherOptions {
   js: () => JetStreamClient | undefined;
+  joins: JoinIndex;
+  /** how long a joining sink waits to see its events stored by another replica */
+  joinHoldMs: number;
   metrics: ScaleOutMetrics;
   logger: Logger;
   /** events a sink may hold unacknowledged before it pauses the node's reads */
@@ -40,8 +74,8 @@ export function messageId(node: string, kind: Kind, bytes: Uint8Array): string {
 interface Pending {
   bytes: Buffer;
   id: string;
-  /** queued: not sent yet (or to be re-sent); sent: awaiting its ack; acked: stored */
-  state: 'queued' | 'sent' | 'acked';
+  /** held: joining, not sent; queued: not sent yet (or to be re-sent); sent: awaiting its ack; acked: stored */
+  state: 'held' | 'queued' | 'sent' | 'acked';
 }
 
 export class JetStreamSink implements EventSink {
@@ -51,6 +85,8 @@ export class JetStreamSink implements EventSink {
   private inFlight = 0;
   private failed = false;
   private retryTimer: NodeJS.Timeout | undefined;
+  private joining = false;
+  private joinTimer: NodeJS.Timeout | undefined;
   private pausedState = false;
   private closed = false;
   private readonly listeners = new Set<(paused: boolean) => void>();
@@ -71,6 +107,35 @@ export class JetStreamSink implements EventSink {
     this.tallies = opts.metrics.publishTallies(kind);
   }
 
+  /** A new session with the node begins: join in step with the replicas already reading it. */
+  sessionStarted(): void {
+    if (this.closed || this.joining) return;
+    this.joining = true;
+    this.joinTimer = setTimeout(() => {
+      this.opts.logger.debug({ node: this.node, kind: this.kind, held: this.pending }, 'no other replica is publishing this node: publishing what was held');
+      this.joined(this.head);
+    }, this.opts.joinHoldMs);
+    this.joinTimer.unref();
+  }
+
+  /** The feeder saw a held event stored: another replica is ahead; publish from the next one. */
+  storedByAnother(id: string): void {
+    if (!this.joining) return;
+    let i = this.head;
+    while (i < this.queue.length && this.queue[i]!.id !== id) i++;
+    if (i === this.queue.length) return;
+    const skipped = i + 1 - this.head;
+    for (let j = this.head; j <= i; j++) {
+      const entry = this.queue[j]!;
+      if (entry.state !== 'held') continue;
+      this.opts.joins.release(entry.id);
+      entry.state = 'acked';
+    }
+    this.advance();
+    this.opts.logger.debug({ node: this.node, kind: this.kind, skipped }, 'in step with the replica already publishing this node');
+    this.joined(i + 1);
+  }
+
   get paused(): boolean {
     return this.pausedState;
   }
@@ -87,20 +152,54 @@ export class JetStreamSink implements EventSink {
 
   publish(bytes: Buffer): void {
     if (this.closed) return;
-    const entry: Pending = { bytes, id: messageId(this.node, this.kind, bytes), state: 'queued' };
+    const entry: Pending = { bytes, id: messageId(this.node, this.kind, bytes), state: this.joining ? 'held' : 'queued' };
     this.queue.push(entry);
     this.bytes += bytes.length;
-    if (!this.failed) this.send(entry);
+    if (this.joining) this.opts.joins.hold(entry.id, this);
+    else if (!this.failed) this.send(entry);
     this.reconsider();
   }
 
   close(): void {
     this.closed = true;
     clearTimeout(this.retryTimer);
+    clearTimeout(this.joinTimer);
+    for (let i = this.head; i < this.queue.length; i++) if (this.queue[i]!.state === 'held') this.opts.joins.release(this.queue[i]!.id);
     this.listeners.clear();
     this.queue.length = 0;
     this.head = 0;
     this.bytes = 0;
+  }
+
+  /** Ends the join: what is still held (from `from` on) is published, in order. */
+  private joined(from: number): void {
+    clearTimeout(this.joinTimer);
+    this.joinTimer = undefined;
+    this.joining = false;
+    for (let i = from; i < this.queue.length; i++) {
+      const entry = this.queue[i]!;
+      if (entry.state !== 'held') continue;
+      this.opts.joins.release(entry.id);
+      entry.state = 'queued';
+      if (!this.failed) this.send(entry);
+    }
+    this.compact();
+    this.reconsider();
+  }
+
+  /** Forgets the stored events at the head of the queue. */
+  private advance(): void {
+    while (this.head < this.queue.length && this.queue[this.head]!.state === 'acked') {
+      this.bytes -= this.queue[this.head]!.bytes.length;
+      this.head++;
+    }
+  }
+
+  private compact(): void {
+    if (this.head > 1024 && this.head * 2 > this.queue.length) {
+      this.queue.splice(0, this.head);
+      this.head = 0;
+    }
   }
 
   private send(entry: Pending): void {
@@ -129,14 +228,8 @@ export class JetStreamSink implements EventSink {
     entry.state = 'acked';
     if (ack.duplicate) this.tallies.duplicates.n++;
     else this.tallies.published.n++;
-    while (this.head < this.queue.length && this.queue[this.head]!.state === 'acked') {
-      this.bytes -= this.queue[this.head]!.bytes.length;
-      this.head++;
-    }
-    if (this.head > 1024 && this.head * 2 > this.queue.length) {
-      this.queue.splice(0, this.head);
-      this.head = 0;
-    }
+    this.advance();
+    this.compact();
     if (this.inFlight === 0 && this.failed) this.scheduleResend();
     if (!this.failed) this.backoff.reset();
     this.reconsider();
