@@ -23,7 +23,7 @@ async function nats(size: 1 | 3): Promise<NatsCluster> {
 async function relays(n: number, nodes: string[], natsUrls: string, extra: string[] = []): Promise<RelayProcess[]> {
   const started = await Promise.all(
     Array.from({ length: n }, (_, i) =>
-      startRelayProcess({ args: [`--nodes=${nodes.join(',')}`, `--natsUrl=${natsUrls}`, `--replicaId=relay-${i}`, '--membershipTtl=3s', '--logLevel=debug', ...extra] }),
+      startRelayProcess({ args: [`--nodes=${nodes.join(',')}`, `--natsUrl=${natsUrls}`, `--replicaId=relay-${i}`, '--logLevel=debug', ...extra] }),
     ),
   );
   for (const r of started) cleanups.push(() => r.stop('SIGKILL'));

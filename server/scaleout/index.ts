@@ -37,7 +37,8 @@ export interface RelayParts {
 }
 
 const SINK_LIMITS = { maxPending: 1024, maxPendingBytes: 2 * 1024 * 1024, ackTimeoutMs: 3000, joinHoldMs: 1000 };
-const FEED_BATCH = 256;
+// at most this many events reach the hub after it asks to pause: within its queues' headroom
+const FEED_BATCH = 128;
 
 export class ScaleOut {
   readonly sinkFor: SinkFor;
@@ -153,7 +154,7 @@ export class ScaleOut {
     const nodes = new Set<string>();
     for (const set of this.candidates.values()) for (const n of set) nodes.add(n);
     const replicas = this.membership?.replicas ?? [];
-    const mine = replicas.includes(this.key) ? nodesOf(this.key, nodes, replicas, this.opts.upstreamReplicas) : [];
+    const mine = replicas.length > 0 ? nodesOf(this.key, nodes, replicas, this.opts.upstreamReplicas) : [];
     if (mine.length === this.assigned.length && mine.every((n, i) => n === this.assigned[i])) return;
     this.assigned = mine;
     this.log.info({ assigned: mine, replicas: replicas.length, nodes: nodes.size }, 'nodes assigned to this replica');

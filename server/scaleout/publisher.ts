@@ -160,11 +160,23 @@ export class JetStreamSink implements EventSink {
     this.reconsider();
   }
 
+  /**
+   * The node is no longer this replica's (re-assigned, or NATS lost for a TTL): what it still
+   * holds is published once, without waiting for acks, in case no other replica has it.
+   */
   close(): void {
+    if (this.closed) return;
+    const js = this.opts.js();
+    for (let i = this.head; i < this.queue.length; i++) {
+      const entry = this.queue[i]!;
+      if (entry.state === 'held') this.opts.joins.release(entry.id);
+      if (js && (entry.state === 'held' || entry.state === 'queued')) {
+        this.jsPublish(js, entry).catch(() => undefined);
+      }
+    }
     this.closed = true;
     clearTimeout(this.retryTimer);
     clearTimeout(this.joinTimer);
-    for (let i = this.head; i < this.queue.length; i++) if (this.queue[i]!.state === 'held') this.opts.joins.release(this.queue[i]!.id);
     this.listeners.clear();
     this.queue.length = 0;
     this.head = 0;
@@ -202,6 +214,10 @@ export class JetStreamSink implements EventSink {
     }
   }
 
+  private jsPublish(js: JetStreamClient, entry: Pending): Promise<PubAck> {
+    return js.publish(this.subject, entry.bytes, { msgID: entry.id, headers: this.hdrs, timeout: this.opts.ackTimeoutMs });
+  }
+
   private send(entry: Pending): void {
     const js = this.opts.js();
     if (!js) {
@@ -210,7 +226,7 @@ export class JetStreamSink implements EventSink {
     }
     entry.state = 'sent';
     this.inFlight++;
-    js.publish(this.subject, entry.bytes, { msgID: entry.id, headers: this.hdrs, timeout: this.opts.ackTimeoutMs }).then(
+    this.jsPublish(js, entry).then(
       (ack: PubAck) => this.acked(entry, ack),
       (err: Error) => {
         this.inFlight--;
