@@ -10,6 +10,7 @@ export const UNIT_TESTS = [
   'test/enrich.test.ts',
   'test/hub.test.ts',
   'test/manifests.test.ts',
+  'test/scaleout-assignment.test.ts',
   'test/tls-rotation.test.ts',
 ];
 

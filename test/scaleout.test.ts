@@ -1,7 +1,7 @@
 // Scale-out mode end to end: real nats-server processes (a three-server cluster where a
 // server dies), real relay processes started as a user would, fake node daemons that
 // record what they sent, and consumers on every relay.
-import { afterEach, describe, expect, it } from 'vitest';
+import { afterEach, describe, expect, it, onTestFailed } from 'vitest';
 import { startNats, type NatsCluster } from '../harness/nats-server.js';
 import { KINDS, type Kind } from '../server/kinds.js';
 import { eventMetaFromBytes, decodeEvent } from '../server/tools/events.js';
@@ -27,6 +27,13 @@ async function relays(n: number, nodes: string[], natsUrls: string, extra: strin
     ),
   );
   for (const r of started) cleanups.push(() => r.stop('SIGKILL'));
+  // what each replica decided, for a failure's report
+  onTestFailed(() => {
+    for (const [i, r] of started.entries()) {
+      const lines = r.logs.filter((l) => l.component === 'scaleout' || l.level >= 40).map((l) => `relay-${i} ${JSON.stringify(l)}`);
+      process.stderr.write(`${lines.join('\n')}\n`);
+    }
+  });
   return started;
 }
 
