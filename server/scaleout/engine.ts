@@ -64,6 +64,8 @@ export async function connectEngine(opts: EngineOptions): Promise<Engine> {
     reconnectTimeWait: 500,
     pingInterval: 5000,
     maxPingOut: 2,
+    // every publish is a request; an async stack trace captured for each costs more than the publish
+    noAsyncTraces: true,
     ...(opts.user ? { user: opts.user, pass: opts.password ?? '' } : {}),
     ...(opts.credsFile ? { authenticator: credsAuthenticator(readFileSync(opts.credsFile)) } : {}),
     ...(tls ? { tls: tls.tls } : {}),
