@@ -6,10 +6,9 @@
 // stream sequence read whenever it fails or its server goes away, so nothing is skipped),
 // starting after the stream's last message when this replica starts: a consumer of the
 // relay gets what happens from the moment it subscribes, as in single-relay mode.
-// Messages are pulled ahead in a bounded window; when the hub asks reads of that kind to
-// pause, the consumer is stopped and created again after the last message handed on once
-// the hub has room, so memory stays bounded when every consumer is behind.
-import { DeliverPolicy, type JetStreamClient } from '@nats-io/jetstream';
+// Messages are pulled in bounded batches, and no further batch is pulled while the hub
+// asks reads of that kind to pause, so memory stays bounded when every consumer is behind.
+import { DeliverPolicy, type Consumer, type JetStreamClient } from '@nats-io/jetstream';
 import { Backoff } from '../backoff.js';
 import type { Channel } from '../hub.js';
 import type { Kind } from '../kinds.js';
@@ -32,6 +31,7 @@ export interface FeederOptions {
   joins: JoinIndex;
 }
 
+const FETCH_EXPIRES_MS = 2000;
 const MSG_ID_HEADER = 'Nats-Msg-Id';
 
 export class Feeder {
@@ -40,7 +40,6 @@ export class Feeder {
   private stopped = false;
   private readonly done: Promise<void>;
   private wake: (() => void) | undefined;
-  private stopConsuming: (() => void) | undefined;
   private readonly unlisten: () => void;
 
   constructor(private readonly opts: FeederOptions) {
@@ -58,26 +57,35 @@ export class Feeder {
     this.stopped = true;
     this.unlisten();
     this.wake?.();
-    this.stopConsuming?.();
     await this.done;
   }
 
   private async run(): Promise<void> {
     const { js, stream, kind, channel, delivered, logger, joins } = this.opts;
     const backoff = new Backoff({ initialMs: 200, maxMs: 5000 });
-    // the last stream sequence handed to the hub: a new consumer starts right after it
+    // the last stream sequence read: a new consumer starts right after it
     let cursor = this.opts.startAfter;
+    let consumer: Consumer | undefined;
     while (!this.stopped) {
       if (channel.paused) {
         await new Promise<void>((resolve) => (this.wake = resolve));
         this.wake = undefined;
         continue;
       }
+      let watchdog: NodeJS.Timeout | undefined;
       try {
-        const consumer = await js.consumers.get(stream, { filter_subjects: kindFilter(kind), deliver_policy: DeliverPolicy.StartSequence, opt_start_seq: cursor + 1 });
-        const messages = await consumer.consume({ max_messages: this.opts.batch });
-        this.stopConsuming = () => messages.stop();
-        for await (const m of messages) {
+        consumer ??= await js.consumers.get(stream, { filter_subjects: kindFilter(kind), deliver_policy: DeliverPolicy.StartSequence, opt_start_seq: cursor + 1 });
+        const fetched = await consumer.fetch({ max_messages: this.opts.batch, expires: FETCH_EXPIRES_MS });
+        // A pull whose server died can go quiet without an error: give up on it, and on
+        // its consumer, once it overstays its expiry.
+        let stale = false;
+        const arm = () => {
+          clearTimeout(watchdog);
+          watchdog = setTimeout(() => ((stale = true), fetched.stop()), FETCH_EXPIRES_MS * 3);
+        };
+        arm();
+        for await (const m of fetched) {
+          arm();
           // a copy: the client's buffer is a view into a larger socket read
           channel.publish(Buffer.from(m.data));
           delivered.n++;
@@ -87,23 +95,17 @@ export class Feeder {
             const id = m.headers?.get(MSG_ID_HEADER);
             if (id) joins.stored(id);
           }
-          // The client keeps pulling whether or not we read: stop, and start over after
-          // the cursor once the hub has room again (whatever it had pulled is dropped).
-          if (channel.paused || this.stopped) {
-            messages.stop();
-            break;
-          }
         }
-        // an ephemeral consumer would otherwise linger on the server until its inactivity timeout
-        consumer.delete().catch(() => undefined);
+        if (stale) throw new Error(`no answer to a pull for ${FETCH_EXPIRES_MS * 3} ms`);
         backoff.reset();
       } catch (err) {
         if (this.stopped) break;
+        consumer = undefined;
         const delay = backoff.next();
         logger.warn({ kind, err: (err as Error).message, after: cursor, retryInMs: delay }, 'reading events from JetStream failed; resuming after the last one read');
         await new Promise((resolve) => setTimeout(resolve, delay).unref());
       } finally {
-        this.stopConsuming = undefined;
+        clearTimeout(watchdog);
       }
     }
   }

@@ -9,8 +9,8 @@
 // reading a node (assignment, redial) therefore joins in step: it holds what it reads
 // until it sees one of those events stored by a replica already reading (the feeder
 // reports stored message ids), drops everything up to it and publishes from there on. When
-// nothing it holds shows up within the hold time (nobody else reads the node: first start,
-// or the other replica died), it publishes what it holds. Of two replicas that start
+// nothing it holds shows up within the hold time from its first event (nobody else reads
+// the node: first start, or the other replica died), it publishes what it holds. Of two replicas that start
 // reading a node one after the other, the first one's hold ends first: it publishes, and
 // the second sees that and joins in step. (Two that start at the same moment read the same
 // events from the first on, and are in step from the start.)
@@ -111,6 +111,13 @@ export class JetStreamSink implements EventSink {
   sessionStarted(): void {
     if (this.closed || this.joining) return;
     this.joining = true;
+  }
+
+  /**
+   * The hold runs from the first event read, not from the dial: of two replicas, the one
+   * whose first event came later (the one that is behind) waits longer.
+   */
+  private armJoinTimer(): void {
     this.joinTimer = setTimeout(() => {
       this.opts.logger.debug({ node: this.node, kind: this.kind, held: this.pending }, 'no other replica is publishing this node: publishing what was held');
       this.joined(this.head);
@@ -155,8 +162,10 @@ export class JetStreamSink implements EventSink {
     const entry: Pending = { bytes, id: messageId(this.node, this.kind, bytes), state: this.joining ? 'held' : 'queued' };
     this.queue.push(entry);
     this.bytes += bytes.length;
-    if (this.joining) this.opts.joins.hold(entry.id, this);
-    else if (!this.failed) this.send(entry);
+    if (this.joining) {
+      this.opts.joins.hold(entry.id, this);
+      if (!this.joinTimer) this.armJoinTimer();
+    } else if (!this.failed) this.send(entry);
     this.reconsider();
   }
 
