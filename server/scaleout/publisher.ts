@@ -8,7 +8,8 @@
 // of event k comes from a replica that had already published k-1. A replica that starts
 // reading a node (assignment, redial) therefore joins in step: it holds what it reads
 // until it sees one of those events stored by a replica already reading (the feeder
-// reports stored message ids), drops everything up to it and publishes from there on. When
+// reports stored message ids), then publishes (what it held before that event as well:
+// duplicates, unless the other replica began reading later than this one). When
 // nothing it holds shows up within the hold time from its first event (nobody else reads
 // the node: first start, or the other replica died), it publishes what it holds. Of two replicas that start
 // reading a node one after the other, the first one's hold ends first: it publishes, and
@@ -125,22 +126,24 @@ export class JetStreamSink implements EventSink {
     this.joinTimer.unref();
   }
 
-  /** The feeder saw a held event stored: another replica is ahead; publish from the next one. */
+  /**
+   * The feeder saw a held event stored: another replica is publishing this node; publish
+   * from here on. What was held before that event is published too: usually the other
+   * replica had stored it before this one registered it (a duplicate then, dropped by
+   * JetStream), and otherwise (the other replica began reading later) it would be lost.
+   */
   storedByAnother(id: string): void {
     if (!this.joining) return;
     let i = this.head;
     while (i < this.queue.length && this.queue[i]!.id !== id) i++;
     if (i === this.queue.length) return;
-    const skipped = i + 1 - this.head;
-    for (let j = this.head; j <= i; j++) {
-      const entry = this.queue[j]!;
-      if (entry.state !== 'held') continue;
-      this.opts.joins.release(entry.id);
-      entry.state = 'acked';
-    }
+    const entry = this.queue[i]!;
+    this.opts.joins.release(entry.id);
+    entry.state = 'acked';
+    this.opts.logger.debug({ node: this.node, kind: this.kind, before: i - this.head }, 'in step with the replica already publishing this node');
+    this.joined(this.head);
     this.advance();
-    this.opts.logger.debug({ node: this.node, kind: this.kind, skipped }, 'in step with the replica already publishing this node');
-    this.joined(i + 1);
+    this.compact();
   }
 
   get paused(): boolean {
