@@ -103,16 +103,24 @@ async function sentOnceReadByTwo(nodes: FakeNode[]): Promise<Map<FakeNode, Recor
   return at;
 }
 
+/**
+ * `n` relays on NATS with the same two (not yet started) node daemons, every relay seeing
+ * the others, a consumer of every kind on each: the nodes start once everything waits for them.
+ */
+async function relaysReady(natsServers: 1 | 3, n: number, extra: string[] = []) {
+  const cluster = await nats(natsServers);
+  const ports = [await freePort(), await freePort()];
+  const targets = ports.map((p) => `127.0.0.1:${p}`);
+  const all = await relays(n, targets, cluster.urls, ['--upstreamReplicas=2', ...extra]);
+  await converged(all, n);
+  const consumers = consumersOn(all);
+  await subscribed(all);
+  return { cluster, ports, targets, all, consumers };
+}
+
 describe('scale-out over NATS JetStream', () => {
   it('has each node dialled by exactly --upstreamReplicas relays and gives every consumer every event once, in per-node order once two relays read the node', async () => {
-    const cluster = await nats(1);
-    const ports = [await freePort(), await freePort()];
-    const targets = ports.map((p) => `127.0.0.1:${p}`);
-    const all = await relays(3, targets, cluster.urls, ['--upstreamReplicas=2']);
-    await converged(all, 3);
-    const consumers = consumersOn(all);
-    await subscribed(all);
-
+    const { ports, all, consumers } = await relaysReady(1, 3);
     const count = 300;
     const rate = 100;
     const nodes = await fakeNodes(ports, { rate, count });
@@ -139,14 +147,7 @@ describe('scale-out over NATS JetStream', () => {
   });
 
   it('loses none of a node\'s events when a relay dialling it is killed, and re-assigns the node within 10 s', async () => {
-    const cluster = await nats(1);
-    const ports = [await freePort(), await freePort()];
-    const targets = ports.map((p) => `127.0.0.1:${p}`);
-    const all = await relays(3, targets, cluster.urls, ['--upstreamReplicas=2']);
-    await converged(all, 3);
-    const consumers = consumersOn(all);
-    await subscribed(all);
-
+    const { ports, targets, all, consumers } = await relaysReady(1, 3);
     const count = 1200;
     const rate = 200;
     const [nodeA, nodeB] = await fakeNodes(ports, { rate, count });
@@ -173,14 +174,7 @@ describe('scale-out over NATS JetStream', () => {
   });
 
   it('loses nothing for consumers that keep reading when one of three NATS servers dies during a flood', async () => {
-    const cluster = await nats(3);
-    const ports = [await freePort(), await freePort()];
-    const targets = ports.map((p) => `127.0.0.1:${p}`);
-    const all = await relays(2, targets, cluster.urls, ['--upstreamReplicas=2', '--natsStreamReplicas=3']);
-    await converged(all, 2);
-    const consumers = consumersOn(all);
-    await subscribed(all);
-
+    const { cluster, ports, consumers } = await relaysReady(3, 2, ['--natsStreamReplicas=3']);
     const count = 4000;
     const nodes = await fakeNodes(ports, { rate: 0, count });
     await eventually(() => nodes.every((n) => n.sent.alert > 500), 20_000, 'the flood under way');
