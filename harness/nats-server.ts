@@ -80,8 +80,8 @@ async function jetStreamReady(urls: string[]): Promise<void> {
   );
 }
 
-/** `size` 1: a lone server; 3: a cluster with routes between all of them. */
-export async function startNats(size: 1 | 3 = 1): Promise<NatsCluster> {
+/** `size` 1: a lone server; 3: a cluster with routes between all of them. `serverArgs`: more flags (TLS). */
+export async function startNats(size: 1 | 3 = 1, serverArgs: string[] = [], readyCheck = true): Promise<NatsCluster> {
   const dir = mkdtempSync(join(tmpdir(), 'kubearmor-nats-'));
   const servers: NatsServer[] = [];
   const close = async () => {
@@ -90,17 +90,17 @@ export async function startNats(size: 1 | 3 = 1): Promise<NatsCluster> {
   };
   try {
     if (size === 1) {
-      servers.push(await startServer('n1', dir, await freePort(), []));
+      servers.push(await startServer('n1', dir, await freePort(), serverArgs));
     } else {
       const ports = await Promise.all([0, 1, 2].map(() => freePort()));
       const clusterPorts = await Promise.all([0, 1, 2].map(() => freePort()));
       const routes = clusterPorts.map((p) => `nats://127.0.0.1:${p}`).join(',');
       const started = await Promise.all(
-        [0, 1, 2].map((i) => startServer(`n${i + 1}`, dir, ports[i]!, ['--cluster_name', 'kubearmor', '--cluster', `nats://127.0.0.1:${clusterPorts[i]}`, '--routes', routes])),
+        [0, 1, 2].map((i) => startServer(`n${i + 1}`, dir, ports[i]!, ['--cluster_name', 'kubearmor', '--cluster', `nats://127.0.0.1:${clusterPorts[i]}`, '--routes', routes, ...serverArgs])),
       );
       servers.push(...started);
     }
-    await jetStreamReady(servers.map((s) => s.url));
+    if (readyCheck) await jetStreamReady(servers.map((s) => s.url));
   } catch (err) {
     await close();
     throw err;

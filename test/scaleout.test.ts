@@ -1,7 +1,11 @@
 // Scale-out mode end to end: real nats-server processes (a three-server cluster where a
 // server dies), real relay processes started as a user would, fake node daemons that
 // record what they sent, and consumers on every relay.
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { afterEach, describe, expect, it, onTestFailed } from 'vitest';
+import { runCerts } from '../certs/cli.js';
 import { startNats, type NatsCluster } from '../harness/nats-server.js';
 import { KINDS, type Kind } from '../server/kinds.js';
 import { eventMetaFromBytes, decodeEvent } from '../server/tools/events.js';
@@ -14,8 +18,9 @@ afterEach(async () => {
   for (const c of cleanups.splice(0).reverse()) await c();
 });
 
-async function nats(size: 1 | 3): Promise<NatsCluster> {
-  const cluster = await startNats(size);
+async function nats(size: 1 | 3, serverArgs: string[] = []): Promise<NatsCluster> {
+  // with TLS required, the harness's own plaintext readiness check cannot connect
+  const cluster = await startNats(size, serverArgs, serverArgs.length === 0);
   cleanups.push(() => cluster.close());
   return cluster;
 }
@@ -189,5 +194,28 @@ describe('scale-out over NATS JetStream', () => {
         }
       }
     }
+  });
+});
+
+describe('scale-out: the link to NATS', () => {
+  it('speaks TLS to NATS with the relay\'s own client certificate and CA, and is ready only once connected', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'scaleout-tls-'));
+    cleanups.push(() => rmSync(dir, { recursive: true, force: true }));
+    expect(await runCerts(['init', `--out=${dir}`], { out: () => undefined, err: () => undefined })).toBe(0);
+    // nats-server requires a client certificate from the same CA (Go verifies it)
+    const tls = ['--tls', '--tlscert', join(dir, 'server.crt'), '--tlskey', join(dir, 'server.key'), '--tlscacert', join(dir, 'ca.crt'), '--tlsverify'];
+    const cluster = await nats(1, tls);
+    const url = cluster.urls.replace('nats://', 'tls://');
+    const [withTls, without] = await Promise.all([
+      startRelayProcess({ args: [`--natsUrl=${url}`, '--tlsEnabled', `--tlsCertPath=${dir}`, '--replicaId=tls'] }),
+      startRelayProcess({ args: [`--natsUrl=${cluster.urls}`, '--natsTls=false', '--replicaId=plain'] }),
+    ]);
+    cleanups.push(() => withTls.stop('SIGKILL'), () => without.stop('SIGKILL'));
+    await eventually(async () => (await fetch(`http://127.0.0.1:${withTls.httpPort}/readyz`)).status === 200, 20_000, 'the TLS relay ready');
+    expect(await metric(withTls, 'kubearmor_relay_nats_connected')).toBe(1);
+    expect(await metric(withTls, 'kubearmor_relay_scaleout_replicas')).toBe(1);
+    // the server refuses a client without TLS: that relay serves, but is not ready
+    expect((await fetch(`http://127.0.0.1:${without.httpPort}/readyz`)).status).toBe(503);
+    expect(await metric(without, 'kubearmor_relay_nats_connected')).toBe(0);
   });
 });
