@@ -218,4 +218,16 @@ describe('scale-out: the link to NATS', () => {
     expect((await fetch(`http://127.0.0.1:${without.httpPort}/readyz`)).status).toBe(503);
     expect(await metric(without, 'kubearmor_relay_nats_connected')).toBe(0);
   });
+
+  it('authenticates to NATS with a user and the password from NATS_PASSWORD', async () => {
+    const cluster = await nats(1, ['--user', 'relay', '--pass', 's3cret']);
+    const [right, wrong] = await Promise.all([
+      startRelayProcess({ args: [`--natsUrl=${cluster.urls}`, '--natsUser=relay', '--replicaId=right'], env: { NATS_PASSWORD: 's3cret' } }),
+      startRelayProcess({ args: [`--natsUrl=${cluster.urls}`, '--natsUser=relay', '--replicaId=wrong'], env: { NATS_PASSWORD: 'guess' } }),
+    ]);
+    cleanups.push(() => right.stop('SIGKILL'), () => wrong.stop('SIGKILL'));
+    await eventually(async () => (await metric(right, 'kubearmor_relay_nats_connected')) === 1, 20_000, 'the relay with the right password connected');
+    expect((await fetch(`http://127.0.0.1:${right.httpPort}/readyz`)).status).toBe(200);
+    expect((await fetch(`http://127.0.0.1:${wrong.httpPort}/readyz`)).status).toBe(503);
+  });
 });
