@@ -210,6 +210,10 @@ export async function runTopology(spec: RunSpec, ctx: Ctx): Promise<RunResult> {
     await Promise.all(nodeProcs.map((c) => c.call('go')));
     const stalling = groupProcs.filter((_, gi) => spec.groups[gi]!.stall).flat();
     await Promise.all(stalling.map((c) => c.call('stall')));
+    if (nats) {
+      // the first events of a node are held for a moment while its two relays fall in step
+      await eventually(async () => (await snapshot()).received.flat().some((n) => n > 0), 30_000, 'events through JetStream');
+    }
     if (spec.waitForDrops && relay) {
       const r = relay;
       await eventually(async () => metricSum(await r.metrics(), 'kubearmor_relay_events_dropped_total', { reason: 'queue_full' }) > 0, 30_000, 'the relay to drop for the stalled consumer');
@@ -279,7 +283,8 @@ export async function runTopology(spec: RunSpec, ctx: Ctx): Promise<RunResult> {
       relayPeakRssMiB: relay ? round(memory(relay.pid).hwm / MiB, 1) : null,
       relayHeapMiB,
       nodeSent,
-      relayReceived: relay ? metricSum(metricsText, 'kubearmor_relay_events_received_total') : null,
+      // scale-out: two relays read each node; what entered the relay tier is what JetStream stored
+      relayReceived: relay ? metricSum(metricsText, nats ? 'kubearmor_relay_nats_published_total' : 'kubearmor_relay_events_received_total') : null,
       relaySent: relay ? metricSum(metricsText, 'kubearmor_relay_events_sent_total') : null,
       droppedQueueFull: relay ? metricSum(metricsText, 'kubearmor_relay_events_dropped_total', { reason: 'queue_full' }) : null,
       droppedNoConsumer: relay ? metricSum(metricsText, 'kubearmor_relay_events_dropped_total', { reason: 'no_consumer' }) : null,
