@@ -12,6 +12,7 @@ export const UNIT_TESTS = [
   'test/manifests.test.ts',
   'test/status-view.test.ts',
   'test/status.test.ts',
+  'test/scaleout-assignment.test.ts',
   'test/tls-rotation.test.ts',
 ];
 

@@ -53,6 +53,8 @@ export interface RunResult {
   lost: number;
   /** the stalled consumer's counts (slow scenario) */
   stalledReceived?: number;
+  /** scale-out: CPU and highest RSS of each relay and of nats-server during the window */
+  processes?: { name: string; cpuPct: number; rssMaxMiB: number }[];
   errors: string[];
 }
 
@@ -157,6 +159,9 @@ export function table(report: BenchReport): string {
     ...s.targets.map((t) => `${t.met === null ? '  ' : t.met ? 'ok' : '!!'} ${t.name.padEnd(24)} ${t.value.padStart(10)}   (target ${t.target})`),
   ];
   if (s.addedLatencyP50Ms !== null) out.push(`   added p50 latency        ${`${s.addedLatencyP50Ms} ms`.padStart(10)}`);
+  for (const r of report.runs.filter((x) => x.processes)) {
+    out.push(`   ${r.scenario} / ${r.variant}: ${r.processes!.map((p) => `${p.name} ${p.cpuPct.toFixed(0)}% CPU ${p.rssMaxMiB.toFixed(0)} MiB`).join(', ')}`);
+  }
   const slow = report.runs.find((r) => r.scenario === 'slow');
   if (slow) out.push(`   slow consumer: ${slow.droppedQueueFull} events dropped for it (queue_full), it received ${slow.stalledReceived}; the ${slow.consumers - 1} others ${slow.load.eventsPerSec} events/s, lost ${slow.lost}`);
   return out.join('\n');

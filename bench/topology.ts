@@ -6,6 +6,7 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { fileURLToPath } from 'node:url';
 import type { Kind } from '../server/kinds.js';
 import { eventually } from '../harness/eventually.js';
+import { startNats, type NatsCluster } from '../harness/nats-server.js';
 import { metricSum } from '../harness/prom-text.js';
 import { Child, cpuSeconds, Histogram, memory } from './ipc.js';
 import type { ConsumerSetup, ConsumerStats } from './consumer.js';
@@ -47,6 +48,8 @@ export interface RunSpec {
   restMs?: number;
   /** slow: the window opens once the relay drops for the stalled consumer */
   waitForDrops?: boolean;
+  /** scale-out: this many relays over one JetStream server, consumers spread over them */
+  scaleOutRelays?: number;
 }
 
 export interface Ctx {
@@ -61,6 +64,8 @@ export interface Ctx {
 interface Snapshot {
   at: number;
   relayCpu: number;
+  /** per relay process, then nats-server (scale-out) */
+  processCpu: number[];
   nodesCpu: number;
   consumersCpu: number;
   nodeSent: number;
@@ -82,7 +87,8 @@ function latencyOf(parts: ConsumerStats[]): Latency | null {
 export async function runTopology(spec: RunSpec, ctx: Ctx): Promise<RunResult> {
   const nodeProcs: Child[] = [];
   const groupProcs: Child[][] = spec.groups.map(() => []);
-  let relay: RelayProcess | undefined;
+  const relays: RelayProcess[] = [];
+  let nats: NatsCluster | undefined;
   const errors: string[] = [];
   const loadAvg = loadavg().map((v) => Math.round(v * 100) / 100);
   try {
@@ -105,13 +111,24 @@ export async function runTopology(spec: RunSpec, ctx: Ctx): Promise<RunResult> {
     const nodeStats = () => Promise.all(nodeProcs.map((c) => c.call<NodeStats>('stats')));
     const watchersOf = async (kind: Kind) => (await nodeStats()).reduce((n, s) => n + s.watchers[kind], 0);
 
-    // the relay
+    // the relay, or the relays and NATS of scale-out
+    const relayMetricSum = async (name: string, labels: Record<string, string> = {}) => (await Promise.all(relays.map(async (r) => metricSum(await r.metrics(), name, labels)))).reduce((a, b) => a + b, 0);
     if (spec.via === 'relay') {
-      relay = await RelayProcess.start(ctx.relayMain, ctx.certDir, targets, spec.relayArgs ?? [], ctx.cpuProf, ctx.relayNodeArgs, ctx.relayEnv);
-      const r = relay;
-      await eventually(async () => metricSum(await r.metrics(), 'kubearmor_relay_upstream_connected') === targets.length, 60_000, `the relay to connect to ${targets.length} nodes`);
+      const n = spec.scaleOutRelays ?? 0;
+      if (n > 0) nats = await startNats(1);
+      for (let i = 0; i < Math.max(1, n); i++) {
+        const scaleOutArgs = nats ? [`--natsUrl=${nats.urls}`, `--replicaId=bench-relay-${i}`, '--natsTls=false'] : [];
+        relays.push(await RelayProcess.start(ctx.relayMain, ctx.certDir, targets, [...(spec.relayArgs ?? []), ...scaleOutArgs], ctx.cpuProf, ctx.relayNodeArgs, ctx.relayEnv));
+      }
+      if (nats) await eventually(async () => (await relayMetricSum('kubearmor_relay_scaleout_replicas')) === n * n, 30_000, `${n} relays to see each other`);
+      // scale-out: each node is dialled by --upstreamReplicas (default 2) relays
+      const dials = targets.length * Math.min(n > 0 ? 2 : 1, Math.max(1, n));
+      await eventually(async () => (await relayMetricSum('kubearmor_relay_upstream_connected')) === dials, 60_000, `the relays to connect to ${targets.length} nodes`);
       for (const kind of spec.kinds) await eventually(async () => (await watchersOf(kind)) >= targets.length, 30_000, `the relay's ${kind} streams`);
     }
+    const relay = relays[0];
+    let nextRelay = 0;
+    const relayTarget = () => relays[nextRelay++ % relays.length]!.target;
 
     // consumers
     const expected: Record<Kind, number> = { alert: 0, log: 0, message: 0 };
@@ -123,7 +140,7 @@ export async function runTopology(spec: RunSpec, ctx: Ctx): Promise<RunResult> {
           groupProcs[gi]!.map((c) =>
             c.call('start', {
               certDir: ctx.certDir,
-              consumers: Array.from({ length: g.perProc }, () => ({ targets: relay ? [relay.target] : targets })),
+              consumers: Array.from({ length: g.perProc }, () => ({ targets: relay ? [relayTarget()] : targets })),
               kinds: g.kinds,
               latency: g.latency,
               stallable: g.stall ?? false,
@@ -135,19 +152,20 @@ export async function runTopology(spec: RunSpec, ctx: Ctx): Promise<RunResult> {
     for (const kind of ALL_KINDS) {
       if (expected[kind] === 0) continue;
       if (relay) {
-        const r = relay;
-        await eventually(async () => metricSum(await r.metrics(), 'kubearmor_relay_clients', { kind }) === expected[kind], 30_000, `${expected[kind]} ${kind} consumers at the relay`);
+        await eventually(async () => (await relayMetricSum('kubearmor_relay_clients', { kind })) === expected[kind], 30_000, `${expected[kind]} ${kind} consumers at the relay`);
       } else if (spec.kinds.includes(kind)) {
         await eventually(async () => (await watchersOf(kind)) === targets.length * expected[kind], 30_000, `${expected[kind]} ${kind} consumers at every node`);
       }
     }
 
     const allConsumers = groupProcs.flat();
+    const pids = nats ? [...relays.map((r) => r.pid), nats.servers[0]!.proc.pid ?? 0] : [];
     const snapshot = async (): Promise<Snapshot> => {
       const [ns, stats] = await Promise.all([nodeStats(), Promise.all(groupProcs.map((g) => Promise.all(g.map((c) => c.call<ConsumerStats>('stats')))))]);
       return {
         at: performance.now(),
-        relayCpu: relay ? cpuSeconds(relay.pid) : 0,
+        relayCpu: relays.reduce((n, r) => n + cpuSeconds(r.pid), 0),
+        processCpu: pids.map((pid) => cpuSeconds(pid)),
         nodesCpu: ns.reduce((n, s) => n + s.cpuSeconds, 0),
         consumersCpu: stats.flat().reduce((n, s) => n + s.cpuSeconds, 0),
         nodeSent: ns.reduce((n, s) => n + sumKinds(s.sent), 0),
@@ -188,9 +206,14 @@ export async function runTopology(spec: RunSpec, ctx: Ctx): Promise<RunResult> {
 
     // under load
     const rss = rssSampler(relay?.pid);
+    const processRss = pids.map((pid) => rssSampler(pid));
     await Promise.all(nodeProcs.map((c) => c.call('go')));
     const stalling = groupProcs.filter((_, gi) => spec.groups[gi]!.stall).flat();
     await Promise.all(stalling.map((c) => c.call('stall')));
+    if (nats) {
+      // the first events of a node are held for a moment while its two relays fall in step
+      await eventually(async () => (await snapshot()).received.flat().some((n) => n > 0), 30_000, 'events through JetStream');
+    }
     if (spec.waitForDrops && relay) {
       const r = relay;
       await eventually(async () => metricSum(await r.metrics(), 'kubearmor_relay_events_dropped_total', { reason: 'queue_full' }) > 0, 30_000, 'the relay to drop for the stalled consumer');
@@ -202,6 +225,12 @@ export async function runTopology(spec: RunSpec, ctx: Ctx): Promise<RunResult> {
     await Promise.all(allConsumers.map((c) => c.call('measure', { on: false })));
     const b = await snapshot();
     const load = phase(a, b, rss.stop());
+    const seconds = (b.at - a.at) / 1000;
+    const processes = pids.map((_, i) => ({
+      name: i < relays.length ? `relay ${i + 1}` : 'nats-server',
+      cpuPct: round(((b.processCpu[i]! - a.processCpu[i]!) / seconds) * 100, 1),
+      rssMaxMiB: round(processRss[i]!.stop() ?? 0, 1),
+    }));
     const heapText = relay ? await relay.metrics() : '';
     const mib = (name: string) => round(metricSum(heapText, name) / MiB, 1);
     const relayHeapMiB = relay ? { used: mib('nodejs_heap_size_used_bytes'), total: mib('nodejs_heap_size_total_bytes'), external: mib('nodejs_external_memory_bytes') } : null;
@@ -237,7 +266,7 @@ export async function runTopology(spec: RunSpec, ctx: Ctx): Promise<RunResult> {
 
     const nodeSent: Record<Kind, number> = { alert: 0, log: 0, message: 0 };
     for (const s of settled.final) for (const k of ALL_KINDS) nodeSent[k] += s.sent[k];
-    const metricsText = relay ? await relay.metrics() : '';
+    const metricsText = (await Promise.all(relays.map((r) => r.metrics()))).join('\n');
     const stalledReceived = spec.groups.some((g) => g.stall)
       ? settled.stats.flatMap((g, gi) => (spec.groups[gi]!.stall ? g : [])).reduce((n, s) => n + s.received.reduce((m, r) => m + sumKinds(r), 0), 0)
       : undefined;
@@ -254,17 +283,20 @@ export async function runTopology(spec: RunSpec, ctx: Ctx): Promise<RunResult> {
       relayPeakRssMiB: relay ? round(memory(relay.pid).hwm / MiB, 1) : null,
       relayHeapMiB,
       nodeSent,
-      relayReceived: relay ? metricSum(metricsText, 'kubearmor_relay_events_received_total') : null,
+      // scale-out: two relays read each node; what entered the relay tier is what JetStream stored
+      relayReceived: relay ? metricSum(metricsText, nats ? 'kubearmor_relay_nats_published_total' : 'kubearmor_relay_events_received_total') : null,
       relaySent: relay ? metricSum(metricsText, 'kubearmor_relay_events_sent_total') : null,
       droppedQueueFull: relay ? metricSum(metricsText, 'kubearmor_relay_events_dropped_total', { reason: 'queue_full' }) : null,
       droppedNoConsumer: relay ? metricSum(metricsText, 'kubearmor_relay_events_dropped_total', { reason: 'no_consumer' }) : null,
       lost: settled.lost,
       ...(stalledReceived !== undefined ? { stalledReceived } : {}),
+      ...(processes.length > 0 ? { processes } : {}),
       errors: [...new Set(errors)].slice(0, 5),
     };
   } finally {
     await Promise.all(groupProcs.flat().map((c) => c.stop()));
-    await relay?.stop();
+    await Promise.all(relays.map((r) => r.stop()));
+    await nats?.close();
     await Promise.all(nodeProcs.map((c) => c.stop()));
   }
 }

@@ -1,7 +1,8 @@
 // @ts-check
 // What the test suite needs beyond `npm ci`, and getting it. The suite talks to programs
 // that are not ours on purpose (Python's gRPC as an independent node daemon and consumer,
-// the openssl CLI, libseccomp's Python binding, Go's crypto/x509, strace, a C compiler, Prometheus), so a fresh
+// the openssl CLI, libseccomp's Python binding, Go's crypto/x509, strace, a C compiler, Prometheus,
+// nats-server), so a fresh
 // machine lacks them; Debian packages provide each one.
 //
 //   node scripts/test-prerequisites.mjs     (first step of `npm test`) installs what is
@@ -48,6 +49,8 @@ const COMMANDS = [
   // promtool checks and unit-tests the alert rules; the same package's server runs them live
   // (test/monitoring*.test.ts)
   { pkg: 'prometheus', command: 'promtool' },
+  // scale-out mode's engine (JetStream), started by test/scaleout.test.ts and the bench
+  { pkg: 'nats-server', command: 'nats-server' },
 ];
 
 export const PACKAGES = [...PYTHON_MODULES, ...COMMANDS].map((p) => p.pkg);

@@ -5,11 +5,14 @@ import { openMutualTls } from './tls.js';
 import type { CertManager } from '../certs/manager.js';
 import type { RelayFlags } from './config.js';
 import type { Discovery } from './discovery.js';
+import type { ScaleOut } from './scaleout/index.js';
 import { enrichLog } from './enrich.js';
+import { hostname } from 'node:os';
 import { KIND_BY_NAME } from './kinds.js';
 import type { Logger } from './logger.js';
 import { createMetrics } from './metrics.js';
 import { Relay } from './relay.js';
+import type { NodeSource } from './upstreams.js';
 import { StdoutExporter } from './stdout.js';
 import { PlaintextTransport, type Transport } from './transport.js';
 import type { EventTransform } from './upstream.js';
@@ -62,11 +65,15 @@ export async function startApp(flags: RelayFlags, env: NodeJS.ProcessEnv, logger
   const enrich: EventTransform | undefined = ipNames ? (kind, bytes) => (kind === 'log' ? enrichLog(bytes, ipNames.lookup) : bytes) : undefined;
   const transform = flags.reencode ? chain(reencode, enrich) : enrich;
 
+  // The NATS client is loaded only in scale-out mode.
+  const scaleOut = flags.natsUrl.length > 0 ? await startScaleOut(flags, env, logger, metrics, manager) : undefined;
+
   const relay = new Relay({
     listenAddress: flags.listenAddress,
     grpcPort: flags.gRPCPort,
     httpPort: flags.httpPort,
-    nodes: flags.nodes,
+    // in scale-out mode the assignment decides which nodes this replica dials
+    nodes: scaleOut ? [] : flags.nodes,
     queue: { maxEvents: flags.clientQueueSize, maxBytes: flags.clientQueueBytes },
     stallMs: flags.stallTimeout,
     maxEventBytes: flags.maxEventBytes,
@@ -75,14 +82,20 @@ export async function startApp(flags: RelayFlags, env: NodeJS.ProcessEnv, logger
     stdoutKinds: StdoutExporter.kindsFromEnv(env),
     metrics,
     transform,
-    expectMoreNodes: discoveryOn,
+    expectMoreNodes: discoveryOn || scaleOut !== undefined,
     certificates: manager,
+    sinkFor: scaleOut?.sinkFor,
   });
   try {
     await relay.start();
   } catch (err) {
     manager?.close();
     throw err;
+  }
+  const setNodes = scaleOut ? (source: NodeSource, nodes: readonly string[]) => scaleOut.setCandidates(source, nodes) : (source: NodeSource, nodes: readonly string[]) => relay.upstreams.setTargets(source, nodes);
+  if (scaleOut) {
+    setNodes('static', flags.nodes);
+    scaleOut.start(relay);
   }
 
   let discovery: Discovery | undefined;
@@ -94,7 +107,7 @@ export async function startApp(flags: RelayFlags, env: NodeJS.ProcessEnv, logger
       port: flags.nodePort,
       logger: logger.child({ component: 'discovery' }),
       ipNames,
-      onTargets: (targets) => relay.upstreams.setTargets('kubernetes', targets),
+      onTargets: (targets) => setNodes('kubernetes', targets),
     });
   }
 
@@ -102,8 +115,31 @@ export async function startApp(flags: RelayFlags, env: NodeJS.ProcessEnv, logger
     relay,
     close: async () => {
       discovery?.stop();
+      // leave the membership first, so the other replicas take over this one's nodes at once
+      await scaleOut?.close();
       await relay.close();
       manager?.close();
     },
   };
+}
+
+async function startScaleOut(flags: RelayFlags, env: NodeJS.ProcessEnv, logger: Logger, metrics: ReturnType<typeof createMetrics>, tls: CertManager | undefined): Promise<ScaleOut> {
+  const { ScaleOut } = await import('./scaleout/index.js');
+  return new ScaleOut({
+    servers: flags.natsUrl,
+    user: flags.natsUser || undefined,
+    password: flags.natsPassword || undefined,
+    credsFile: flags.natsCreds || undefined,
+    tls: (flags._set.has('natsTls') ? flags.natsTls : flags.tlsEnabled) ? tls : undefined,
+    stream: flags.natsStream,
+    streamReplicas: flags.natsStreamReplicas,
+    maxAgeMs: flags.natsMaxAge,
+    maxBytes: flags.natsMaxBytes,
+    duplicateWindowMs: flags.natsDuplicateWindow,
+    membershipTtlMs: flags.membershipTtl,
+    upstreamReplicas: flags.upstreamReplicas,
+    replicaId: flags.replicaId || `${env.POD_NAME || hostname()}-${process.pid}`,
+    logger,
+    metrics,
+  });
 }

@@ -205,6 +205,15 @@ export const checks = {
     (values: readonly string[]) =>
     (v: unknown): string | undefined =>
       typeof v === 'string' && values.includes(v) ? undefined : `must be one of ${values.join(', ')}`,
+  between:
+    (min: number, max: number) =>
+    (v: unknown): string | undefined =>
+      typeof v === 'number' && v >= min && v <= max ? undefined : `must be between ${min} and ${max}`,
+  natsUrls: (v: unknown): string | undefined => {
+    const bad = (v as string[]).find((e) => !/^(nats|tls):\/\/([^@/\s]+@)?(\[[0-9a-fA-F:.]+\]|[A-Za-z0-9_.-]+)(:\d{1,5})?$/.test(e));
+    return bad === undefined ? undefined : `malformed NATS URL ${JSON.stringify(bad)}`;
+  },
+  natsName: (v: unknown): string | undefined => (typeof v === 'string' && /^[A-Za-z0-9_-]+$/.test(v) ? undefined : 'letters, digits, _ and - only'),
   ipList: (v: unknown): string | undefined => {
     const bad = (v as string[]).find((e) => isIP(e) === 0);
     return bad === undefined ? undefined : `not an IP address: ${JSON.stringify(bad)}`;

@@ -14,7 +14,7 @@ export interface Tally {
   n: number;
 }
 
-class TalliedCounter<L extends string> {
+export class TalliedCounter<L extends string> {
   private readonly tallies = new Map<string, { labels: Partial<Record<L, string>>; tally: Tally; flushed: number }>();
   readonly counter: Counter<L>;
 

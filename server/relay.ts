@@ -12,7 +12,7 @@ import { createMetrics, type RelayMetrics } from './metrics.js';
 import { StatusBoard, type CertificateSource } from './status.js';
 import { StdoutExporter } from './stdout.js';
 import type { Listening, Transport } from './transport.js';
-import type { EventTransform } from './upstream.js';
+import type { EventTransform, SinkFor } from './upstream.js';
 import { UpstreamSet } from './upstreams.js';
 
 export interface RelayOptions {
@@ -35,6 +35,8 @@ export interface RelayOptions {
   expectMoreNodes?: boolean;
   /** the certificate manager, for /status (mutual TLS only) */
   certificates?: CertificateSource;
+  /** where node events go instead of the hub (scale-out mode) */
+  sinkFor?: SinkFor;
 }
 
 /** How long a graceful close may take before streams are cut. */
@@ -62,6 +64,7 @@ export class Relay {
   private listening: Listening | undefined;
   private http: HttpEndpoints | undefined;
   private ready = false;
+  private readonly readinessChecks: (() => boolean)[] = [];
   private closing: Promise<void> | undefined;
 
   constructor(private readonly opts: RelayOptions) {
@@ -83,13 +86,19 @@ export class Relay {
       stableAfterMs: 10_000,
       transform: opts.transform,
       maxEventBytes: opts.maxEventBytes ?? HUB_DEFAULTS.maxEventBytes,
+      sinkFor: opts.sinkFor,
     });
     this.server = new grpc.Server(SERVER_OPTIONS);
     this.logService = new LogService(this.hub, opts.logger, (peer) => opts.transport.peerSubject?.(peer));
     this.logService.addTo(this.server);
     this.health = new HealthImplementation({ '': 'NOT_SERVING', 'feeder.LogService': 'NOT_SERVING' });
     this.health.addToServer(this.server);
-    this.status = new StatusBoard({ upstreams: this.upstreams, hub: this.hub, transport: opts.transport, certificates: opts.certificates, ready: () => this.ready });
+    this.status = new StatusBoard({ upstreams: this.upstreams, hub: this.hub, transport: opts.transport, certificates: opts.certificates, ready: () => this.isReady() });
+  }
+
+  /** /readyz also answers 503 while this check is false (e.g. the engine link is down) */
+  addReadinessCheck(check: () => boolean): void {
+    this.readinessChecks.push(check);
   }
 
   get grpcPort(): number {
@@ -100,10 +109,22 @@ export class Relay {
     return this.http?.port ?? 0;
   }
 
+  /** serving, and every added check (e.g. the scale-out engine reachable) passes */
+  private isReady(): boolean {
+    return this.ready && this.readinessChecks.every((check) => check());
+  }
+
   async start(): Promise<void> {
     const { opts } = this;
     if (opts.httpPort !== 0) {
-      this.http = await startHttp({ host: opts.listenAddress, port: opts.httpPort, registry: this.metrics.registry, ready: () => this.ready, status: () => this.status.snapshot(), logger: opts.logger });
+      this.http = await startHttp({
+        host: opts.listenAddress,
+        port: opts.httpPort,
+        registry: this.metrics.registry,
+        ready: () => this.isReady(),
+        status: () => this.status.snapshot(),
+        logger: opts.logger,
+      });
     }
     if (opts.stdoutKinds.length > 0) this.stdout = new StdoutExporter(this.hub, opts.stdoutKinds, this.metrics);
     this.listening = await opts.transport.serve(this.server, opts.listenAddress, opts.grpcPort);

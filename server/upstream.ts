@@ -19,6 +19,22 @@ import type { Transport } from './transport.js';
 /** Rewrites an event on its way through (remote-host enrichment of logs); identity by default. */
 export type EventTransform = (kind: Kind, bytes: Buffer) => Buffer;
 
+/**
+ * Where one node's events of one kind go, and whether reads of them should pause. The hub's
+ * Channel is one (single-relay mode); scale-out mode publishes to JetStream instead.
+ */
+export interface EventSink {
+  publish(bytes: Buffer): void;
+  readonly paused: boolean;
+  /** the listener learns when reads should pause or resume; returns the unsubscribe */
+  onFlow(listener: (paused: boolean) => void): () => void;
+  /** a new session with the node begins (its watch streams are about to open) */
+  sessionStarted?(): void;
+}
+
+/** The sink of one node and kind; called once per upstream and kind. */
+export type SinkFor = (node: string, kind: Kind) => EventSink & { close?(): void };
+
 export interface UpstreamOptions {
   transport: Transport;
   hub: Hub;
@@ -31,6 +47,8 @@ export interface UpstreamOptions {
   transform?: EventTransform;
   /** grpc-js refuses a larger message before buffering it, so this bounds memory per stream */
   maxEventBytes: number;
+  /** where events go instead of the hub's channels (scale-out publishes to JetStream) */
+  sinkFor?: SinkFor;
 }
 
 const identity = (b: Buffer): Buffer => b;
@@ -107,6 +125,7 @@ export class Upstream {
   /** per kind: how soon a stream ended by an oversize event is opened again */
   private readonly resubscribe = new Map<Kind, Backoff>();
   private readonly rewatchTimers = new Set<NodeJS.Timeout>();
+  private readonly sinks: Record<Kind, EventSink & { close?(): void }>;
 
   constructor(
     readonly address: string,
@@ -118,8 +137,10 @@ export class Upstream {
     this.backoff = new Backoff(opts.backoff);
     this.log = opts.logger.child({ node: address });
     this.received = Object.fromEntries(KINDS.map((k) => [k.kind, opts.metrics.received.tally({ kind: k.kind, node: address })])) as Record<Kind, Tally>;
+    const sinkFor = opts.sinkFor;
+    this.sinks = Object.fromEntries(KINDS.map((k) => [k.kind, sinkFor ? sinkFor(address, k.kind) : opts.hub.channels[k.kind]])) as Record<Kind, EventSink>;
     for (const spec of KINDS) {
-      this.unlistenFlow.push(opts.hub.channels[spec.kind].onFlow((paused) => this.setPaused(spec.kind, paused)));
+      this.unlistenFlow.push(this.sinks[spec.kind].onFlow((paused) => this.setPaused(spec.kind, paused)));
     }
     opts.metrics.upstreamConnected.set({ node: address }, 0);
   }
@@ -134,6 +155,7 @@ export class Upstream {
     clearTimeout(this.retryTimer);
     for (const off of this.unlistenFlow) off();
     this.teardown();
+    for (const spec of KINDS) this.sinks[spec.kind].close?.();
     // a node that left (pod deleted, IP changed) leaves no series behind
     this.opts.metrics.upstreamConnected.remove({ node: this.address });
     for (const spec of KINDS) this.opts.metrics.received.remove({ kind: spec.kind, node: this.address });
@@ -163,7 +185,10 @@ export class Upstream {
     this.since = new Date(this.connectedAt);
     this.opts.metrics.upstreamConnected.set({ node: this.address }, 1);
     this.log.info({ transport: transport.name }, 'node connected');
-    for (const spec of KINDS) this.watch(session, client, spec);
+    for (const spec of KINDS) {
+      this.sinks[spec.kind].sessionStarted?.();
+      this.watch(session, client, spec);
+    }
   }
 
   private healthCheck(client: grpc.Client): Promise<void> {
@@ -198,7 +223,7 @@ export class Upstream {
       client.makeServerStreamRequest(methodPath(spec), identity, identity, encodeRequest(spec.upstreamFilter), new grpc.Metadata(), {}),
     );
     this.streams.set(spec.kind, stream);
-    const channel = this.opts.hub.channels[spec.kind];
+    const channel = this.sinks[spec.kind];
     const tally = this.received[spec.kind];
     const transform = this.opts.transform;
     let first = true;

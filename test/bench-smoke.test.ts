@@ -42,7 +42,7 @@ describe('npm run bench --quick', () => {
     expect(report.machine.cores).toBeGreaterThan(0);
     expect(report.machine.node).toBe(process.version);
     const variants = report.runs.map((r) => `${r.scenario}/${r.via}`);
-    for (const v of ['throughput/relay', 'baseline/direct', 'baseline/relay', 'latency/relay', 'latency/direct', 'fanout/relay', 'slow/relay', 'scale/relay']) {
+    for (const v of ['throughput/relay', 'baseline/direct', 'baseline/relay', 'latency/relay', 'latency/direct', 'fanout/relay', 'slow/relay', 'scale/relay', 'scaleout/relay']) {
       expect(variants).toContain(v);
     }
     expect(report.runs.filter((r) => r.scenario === 'fanout').map((r) => r.consumers)).toEqual([1, 4]);

@@ -6,9 +6,9 @@ import { readdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import * as k8s from '@kubernetes/client-node';
-import { Deployment } from 'kubernetes-models/apps/v1';
+import { Deployment, StatefulSet } from 'kubernetes-models/apps/v1';
 import { ClusterRole, ClusterRoleBinding } from 'kubernetes-models/rbac.authorization.k8s.io/v1';
-import { Namespace, Service, ServiceAccount } from 'kubernetes-models/v1';
+import { ConfigMap, Namespace, Service, ServiceAccount } from 'kubernetes-models/v1';
 import { describe, expect, it } from 'vitest';
 import { parseAllDocuments } from 'yaml';
 
@@ -235,5 +235,45 @@ describe('deploy/ manifests', () => {
       const v = pod.volumes?.find((x) => x.name === m.name) as Record<string, unknown> | undefined;
       expect(v?.hostPath, m.name).toBeUndefined();
     }
+  });
+});
+
+describe('deploy/scale-out/ manifests', () => {
+  const DIR = join(DEPLOY, 'scale-out');
+  const scaleOut = readdirSync(DIR)
+    .filter((f) => /\.ya?ml$/.test(f))
+    .flatMap((file) => parseAllDocuments(readFileSync(join(DIR, file), 'utf8')).map((d) => ({ file, obj: d.toJS() as Doc['obj'] })));
+  const find = (file: string, kind: string) => scaleOut.find((d) => d.file === file && d.obj.kind === kind)!.obj as unknown as Record<string, never>;
+
+  it('build on deploy/ and list every file of their own in kustomization.yaml', () => {
+    const k = find('kustomization.yaml', 'Kustomization') as unknown as { resources: string[]; patches: { path: string }[] };
+    expect(k.resources).toContain('../');
+    const own = [...k.resources.filter((r) => r !== '../'), ...k.patches.map((p) => p.path)].sort();
+    expect(own).toEqual([...new Set(scaleOut.filter((d) => d.file !== 'kustomization.yaml').map((d) => d.file))].sort());
+  });
+
+  it('run NATS as three JetStream servers in one cluster, valid against the Kubernetes schemas', () => {
+    const sts = find('nats.yaml', 'StatefulSet') as unknown as { spec: { replicas: number; template: { spec: PodSpec } } };
+    expect(() => new StatefulSet(sts as never).validate()).not.toThrow();
+    expect(unknownFields(sts, 'V1StatefulSet', 'StatefulSet')).toEqual([]);
+    expect(sts.spec.replicas).toBe(3);
+    const config = find('nats.yaml', 'ConfigMap') as unknown as { data: Record<string, string> };
+    expect(() => new ConfigMap(config as never).validate()).not.toThrow();
+    expect(config.data['nats.conf']).toMatch(/jetstream \{/);
+    expect(config.data['nats.conf']!.match(/nats:\/\/nats-\d\.nats\.kubearmor\.svc:6222/g)).toHaveLength(3);
+    expect(() => new Service(find('nats.yaml', 'Service') as never).validate()).not.toThrow();
+  });
+
+  it('run the relay as several replicas that reach every NATS server, keep the stream on all three and share each node between two', () => {
+    const patch = find('relay-replicas.yaml', 'Deployment') as unknown as { metadata: { name: string }; spec: { replicas: number; template: { spec: PodSpec } } };
+    expect(unknownFields(patch, 'V1Deployment', 'Deployment')).toEqual([]);
+    expect(patch.metadata.name).toBe(deployment.metadata.name);
+    expect(patch.spec.replicas).toBeGreaterThanOrEqual(2);
+    const args = patch.spec.template.spec.containers[0]!.args!;
+    expect(args.slice(0, 3)).toEqual(relay.args);
+    const urls = args.find((a) => a.startsWith('--natsUrl='))!.slice('--natsUrl='.length).split(',');
+    expect(urls).toHaveLength(3);
+    expect(args).toContain('--natsStreamReplicas=3');
+    expect(args).toContain('--upstreamReplicas=2');
   });
 });

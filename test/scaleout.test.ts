@@ -1,0 +1,233 @@
+// Scale-out mode end to end: real nats-server processes (a three-server cluster where a
+// server dies), real relay processes started as a user would, fake node daemons that
+// record what they sent, and consumers on every relay.
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterEach, describe, expect, it, onTestFailed } from 'vitest';
+import { runCerts } from '../certs/cli.js';
+import { startNats, type NatsCluster } from '../harness/nats-server.js';
+import { KINDS, type Kind } from '../server/kinds.js';
+import { eventMetaFromBytes, decodeEvent } from '../server/tools/events.js';
+import { startFakeNode, type FakeNode } from '../server/tools/fake-node.js';
+import { rawWatch, type RawWatch } from './helpers/raw-client.js';
+import { eventually, freePort, metricValue, startRelayProcess, type RelayProcess } from './helpers/relay-process.js';
+
+const cleanups: (() => Promise<unknown> | unknown)[] = [];
+afterEach(async () => {
+  for (const c of cleanups.splice(0).reverse()) await c();
+});
+
+async function nats(size: 1 | 3, serverArgs: string[] = []): Promise<NatsCluster> {
+  // with TLS required, the harness's own plaintext readiness check cannot connect
+  const cluster = await startNats(size, serverArgs, serverArgs.length === 0);
+  cleanups.push(() => cluster.close());
+  return cluster;
+}
+
+async function relays(n: number, nodes: string[], natsUrls: string, extra: string[] = []): Promise<RelayProcess[]> {
+  const started = await Promise.all(
+    Array.from({ length: n }, (_, i) =>
+      startRelayProcess({ args: [`--nodes=${nodes.join(',')}`, `--natsUrl=${natsUrls}`, `--replicaId=relay-${i}`, '--logLevel=debug', ...extra] }),
+    ),
+  );
+  for (const r of started) cleanups.push(() => r.stop('SIGKILL'));
+  // what each replica decided, for a failure's report
+  onTestFailed(() => {
+    for (const [i, r] of started.entries()) {
+      const lines = r.logs.filter((l) => l.component === 'scaleout' || l.level >= 40).map((l) => `relay-${i} ${JSON.stringify(l)}`);
+      process.stderr.write(`${lines.join('\n')}\n`);
+    }
+  });
+  return started;
+}
+
+async function metric(relay: RelayProcess, name: string, labels: Record<string, string> = {}): Promise<number | undefined> {
+  return metricValue(await relay.metrics(), name, labels);
+}
+
+/** every relay is ready and sees all `n` replicas */
+async function converged(all: RelayProcess[], n: number): Promise<void> {
+  await eventually(async () => {
+    for (const r of all) if ((await metric(r, 'kubearmor_relay_scaleout_replicas')) !== n) return false;
+    return true;
+  }, 20_000, `every relay to see ${n} replicas`);
+}
+
+function consumersOn(all: RelayProcess[]): Record<Kind, RawWatch>[] {
+  return all.map((r) => {
+    const watches = Object.fromEntries(KINDS.map((k) => [k.kind, rawWatch(r.target, k.kind, 'all')])) as Record<Kind, RawWatch>;
+    for (const w of Object.values(watches)) cleanups.push(() => w.close());
+    return watches;
+  });
+}
+
+async function subscribed(all: RelayProcess[]): Promise<void> {
+  await eventually(async () => {
+    for (const r of all) for (const k of KINDS) if ((await metric(r, 'kubearmor_relay_clients', { kind: k.kind })) !== 1) return false;
+    return true;
+  }, 10_000, 'a consumer of every kind on every relay');
+}
+
+async function fakeNodes(ports: number[], opts: { rate: number; count: number }): Promise<FakeNode[]> {
+  const nodes = await Promise.all(ports.map((port, i) => startFakeNode({ port, nodeName: `node-${i}`, rate: opts.rate, count: opts.count, record: true })));
+  for (const n of nodes) cleanups.push(() => n.close());
+  return nodes;
+}
+
+/** The seq numbers a consumer got from one node, in arrival order. */
+function seqsFrom(w: RawWatch, node: FakeNode): number[] {
+  return w.events
+    .filter((b) => decodeEvent(w.kind, b).HostName === node.nodeName)
+    .map((b) => eventMetaFromBytes(w.kind, b)!.seq);
+}
+
+const upTo = (n: number) => Array.from({ length: n }, (_, i) => i + 1);
+
+/** The join hold of the relay (publisher.ts), in events of a node sending `rate` per second and kind. */
+const holdEvents = (rate: number) => rate;
+
+/**
+ * Every event exactly once, and in the node's order from `orderedFrom` on. Before it lies
+ * the one window where order is not promised: two relays that begin reading a node within
+ * a timer's jitter of each other both publish what they held (README, Scale-out).
+ */
+function expectOnceInOrder(seqs: number[], count: number, orderedFrom: number, what: string): void {
+  expect([...seqs].sort((a, b) => a - b), `${what}: every event once`).toEqual(upTo(count));
+  const later = seqs.filter((q) => q > orderedFrom);
+  expect(later, `${what}: in order after event ${orderedFrom}`).toEqual(upTo(count).filter((q) => q > orderedFrom));
+}
+
+/** Per node and kind, how many events it had sent once two relays were reading it. */
+async function sentOnceReadByTwo(nodes: FakeNode[]): Promise<Map<FakeNode, Record<Kind, number>>> {
+  const at = new Map<FakeNode, Record<Kind, number>>();
+  await eventually(() => {
+    for (const n of nodes) if (!at.has(n) && KINDS.every((k) => n.watchers(k.kind) === 2)) at.set(n, { ...n.sent });
+    return at.size === nodes.length;
+  }, 15_000, 'two relays watching each node');
+  return at;
+}
+
+/**
+ * `n` relays on NATS with the same two (not yet started) node daemons, every relay seeing
+ * the others, a consumer of every kind on each: the nodes start once everything waits for them.
+ */
+async function relaysReady(natsServers: 1 | 3, n: number, extra: string[] = []) {
+  const cluster = await nats(natsServers);
+  const ports = [await freePort(), await freePort()];
+  const targets = ports.map((p) => `127.0.0.1:${p}`);
+  const all = await relays(n, targets, cluster.urls, ['--upstreamReplicas=2', ...extra]);
+  await converged(all, n);
+  const consumers = consumersOn(all);
+  await subscribed(all);
+  return { cluster, ports, targets, all, consumers };
+}
+
+describe('scale-out over NATS JetStream', () => {
+  it('has each node dialled by exactly --upstreamReplicas relays and gives every consumer every event once, in per-node order once two relays read the node', async () => {
+    const { ports, all, consumers } = await relaysReady(1, 3);
+    const count = 300;
+    const rate = 100;
+    const nodes = await fakeNodes(ports, { rate, count });
+    const joinedAt = await sentOnceReadByTwo(nodes);
+    for (const n of nodes) for (const k of KINDS) await n.finished(k.kind);
+
+    for (const n of nodes) for (const k of KINDS) expect(n.watchers(k.kind), `${n.nodeName} ${k.kind} watchers`).toBe(2);
+    const dialled = await Promise.all(all.map((r) => metric(r, 'kubearmor_relay_scaleout_assigned_nodes')));
+    expect(dialled.reduce((a, b) => a! + b!, 0)).toBe(4);
+
+    for (const c of consumers) for (const k of KINDS) await c[k.kind].waitFor(2 * count);
+    for (const c of consumers) {
+      for (const k of KINDS) {
+        for (const n of nodes) expectOnceInOrder(seqsFrom(c[k.kind], n), count, joinedAt.get(n)![k.kind] + holdEvents(rate), `${k.kind} from ${n.nodeName}`);
+        // the node's bytes, unchanged
+        const bytes = new Set(c[k.kind].events.map((b) => b.toString('base64')));
+        for (const n of nodes) for (const e of n.recorded[k.kind]) expect(bytes.has(e.bytes.toString('base64'))).toBe(true);
+      }
+    }
+    // the second replica reading each node stored nothing twice
+    let duplicates = 0;
+    for (const r of all) for (const k of KINDS) duplicates += (await metric(r, 'kubearmor_relay_nats_deduplicated_total', { kind: k.kind })) ?? 0;
+    expect(duplicates).toBeGreaterThan(0);
+  });
+
+  it('loses none of a node\'s events when a relay dialling it is killed, and re-assigns the node within 10 s', async () => {
+    const { ports, targets, all, consumers } = await relaysReady(1, 3);
+    const count = 1200;
+    const rate = 200;
+    const [nodeA, nodeB] = await fakeNodes(ports, { rate, count });
+    const joinedAt = await sentOnceReadByTwo([nodeA!, nodeB!]);
+    await eventually(() => nodeA!.sent.alert > 200, 10_000, 'events flowing');
+
+    const dialling: RelayProcess[] = [];
+    for (const r of all) if ((await metric(r, 'kubearmor_relay_upstream_connected', { node: targets[0]! })) === 1) dialling.push(r);
+    expect(dialling).toHaveLength(2);
+    const victim = dialling[0]!;
+    await victim.stop('SIGKILL');
+    const survivors = all.filter((r) => r !== victim);
+    const third = survivors.find((r) => !dialling.includes(r))!;
+    await eventually(async () => (await metric(third, 'kubearmor_relay_upstream_connected', { node: targets[0]! })) === 1, 10_000, 'the third relay dialling the node of the killed one');
+
+    for (const k of KINDS) await nodeA!.finished(k.kind);
+    const survivorConsumers = consumers.filter((_, i) => all[i] !== victim);
+    for (const c of survivorConsumers) {
+      for (const k of KINDS) {
+        await eventually(() => seqsFrom(c[k.kind], nodeA!).length >= count, 20_000, `${count} ${k.kind} events of ${nodeA!.nodeName}`);
+        expectOnceInOrder(seqsFrom(c[k.kind], nodeA!), count, joinedAt.get(nodeA!)![k.kind] + holdEvents(rate), `${k.kind} from ${nodeA!.nodeName}`);
+      }
+    }
+  });
+
+  it('loses nothing for consumers that keep reading when one of three NATS servers dies during a flood', async () => {
+    const { cluster, ports, consumers } = await relaysReady(3, 2, ['--natsStreamReplicas=3']);
+    const count = 4000;
+    const nodes = await fakeNodes(ports, { rate: 0, count });
+    await eventually(() => nodes.every((n) => n.sent.alert > 500), 20_000, 'the flood under way');
+    await cluster.servers[0]!.stop('SIGKILL');
+
+    for (const n of nodes) for (const k of KINDS) await n.finished(k.kind);
+    for (const c of consumers) {
+      for (const k of KINDS) {
+        for (const n of nodes) {
+          await eventually(() => seqsFrom(c[k.kind], n).length >= count, 30_000, `${count} ${k.kind} events of ${n.nodeName}`);
+          expect([...seqsFrom(c[k.kind], n)].sort((x, y) => x - y), `${k.kind} from ${n.nodeName}: every event once`).toEqual(upTo(count));
+        }
+      }
+    }
+  });
+});
+
+describe('scale-out: the link to NATS', () => {
+  it('speaks TLS to NATS with the relay\'s own client certificate and CA, and is ready only once connected', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'scaleout-tls-'));
+    cleanups.push(() => rmSync(dir, { recursive: true, force: true }));
+    expect(await runCerts(['init', `--out=${dir}`], { out: () => undefined, err: () => undefined })).toBe(0);
+    // nats-server requires a client certificate from the same CA (Go verifies it)
+    const tls = ['--tls', '--tlscert', join(dir, 'server.crt'), '--tlskey', join(dir, 'server.key'), '--tlscacert', join(dir, 'ca.crt'), '--tlsverify'];
+    const cluster = await nats(1, tls);
+    const url = cluster.urls.replace('nats://', 'tls://');
+    const [withTls, without] = await Promise.all([
+      startRelayProcess({ args: [`--natsUrl=${url}`, '--tlsEnabled', `--tlsCertPath=${dir}`, '--replicaId=tls'] }),
+      startRelayProcess({ args: [`--natsUrl=${cluster.urls}`, '--natsTls=false', '--replicaId=plain'] }),
+    ]);
+    cleanups.push(() => withTls.stop('SIGKILL'), () => without.stop('SIGKILL'));
+    await eventually(async () => (await fetch(`http://127.0.0.1:${withTls.httpPort}/readyz`)).status === 200, 20_000, 'the TLS relay ready');
+    expect(await metric(withTls, 'kubearmor_relay_nats_connected')).toBe(1);
+    expect(await metric(withTls, 'kubearmor_relay_scaleout_replicas')).toBe(1);
+    // the server refuses a client without TLS: that relay serves, but is not ready
+    expect((await fetch(`http://127.0.0.1:${without.httpPort}/readyz`)).status).toBe(503);
+    expect(await metric(without, 'kubearmor_relay_nats_connected')).toBe(0);
+  });
+
+  it('authenticates to NATS with a user and the password from NATS_PASSWORD', async () => {
+    const cluster = await nats(1, ['--user', 'relay', '--pass', 's3cret']);
+    const [right, wrong] = await Promise.all([
+      startRelayProcess({ args: [`--natsUrl=${cluster.urls}`, '--natsUser=relay', '--replicaId=right'], env: { NATS_PASSWORD: 's3cret' } }),
+      startRelayProcess({ args: [`--natsUrl=${cluster.urls}`, '--natsUser=relay', '--replicaId=wrong'], env: { NATS_PASSWORD: 'guess' } }),
+    ]);
+    cleanups.push(() => right.stop('SIGKILL'), () => wrong.stop('SIGKILL'));
+    await eventually(async () => (await metric(right, 'kubearmor_relay_nats_connected')) === 1, 20_000, 'the relay with the right password connected');
+    expect((await fetch(`http://127.0.0.1:${right.httpPort}/readyz`)).status).toBe(200);
+    expect((await fetch(`http://127.0.0.1:${wrong.httpPort}/readyz`)).status).toBe(503);
+  });
+});
