@@ -9,7 +9,9 @@ import { enrichLog } from './enrich.js';
 import { KIND_BY_NAME } from './kinds.js';
 import type { Logger } from './logger.js';
 import { createMetrics } from './metrics.js';
+import { SINK_DEFAULTS } from './sinks/defaults.js';
 import { Relay } from './relay.js';
+import { sinkConfigsFromEnv } from './sinks/config.js';
 import { StdoutExporter } from './stdout.js';
 import { PlaintextTransport, type Transport } from './transport.js';
 import type { EventTransform } from './upstream.js';
@@ -31,6 +33,9 @@ function chain(first: EventTransform, second: EventTransform | undefined): Event
 }
 
 export async function startApp(flags: RelayFlags, env: NodeJS.ProcessEnv, logger: Logger): Promise<App> {
+  // a sink switched on but misconfigured stops the start here, before anything listens
+  const sinkConfig = await sinkConfigsFromEnv(env);
+  for (const warning of sinkConfig.warnings) logger.warn(warning);
   const metrics = createMetrics();
   let manager: CertManager | undefined;
   let transport: Transport = new PlaintextTransport();
@@ -82,6 +87,17 @@ export async function startApp(flags: RelayFlags, env: NodeJS.ProcessEnv, logger
   } catch (err) {
     manager?.close();
     throw err;
+  }
+
+  if (sinkConfig.sinks.length > 0) {
+    // the search clients are large: loaded only when a sink is on
+    const { startSinks } = await import('./sinks/index.js');
+    const sinkOptions = {
+      ...SINK_DEFAULTS,
+      queue: { maxEvents: flags.sinkQueueSize, maxBytes: flags.sinkQueueBytes },
+      flushMs: flags.sinkFlushInterval,
+    };
+    for (const sink of await startSinks(sinkConfig.sinks, sinkOptions, relay.hub, metrics, logger)) relay.addSink(sink);
   }
 
   let discovery: Discovery | undefined;
