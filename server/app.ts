@@ -10,7 +10,7 @@ import { KIND_BY_NAME } from './kinds.js';
 import type { Logger } from './logger.js';
 import { createMetrics } from './metrics.js';
 import { SINK_DEFAULTS } from './sinks/defaults.js';
-import { Relay } from './relay.js';
+import { Relay, type Flushable } from './relay.js';
 import { sinkConfigsFromEnv } from './sinks/config.js';
 import { StdoutExporter } from './stdout.js';
 import { PlaintextTransport, type Transport } from './transport.js';
@@ -82,22 +82,25 @@ export async function startApp(flags: RelayFlags, env: NodeJS.ProcessEnv, logger
     transform,
     expectMoreNodes: discoveryOn,
   });
-  try {
-    await relay.start();
-  } catch (err) {
-    manager?.close();
-    throw err;
-  }
-
+  let sinks: Flushable[] = [];
   if (sinkConfig.sinks.length > 0) {
-    // the search clients are large: loaded only when a sink is on
+    // the search clients are large: loaded only when a sink is on. Sinks subscribe before
+    // the relay dials any node, so they see every event from the first one
     const { startSinks } = await import('./sinks/index.js');
     const sinkOptions = {
       ...SINK_DEFAULTS,
       queue: { maxEvents: flags.sinkQueueSize, maxBytes: flags.sinkQueueBytes },
       flushMs: flags.sinkFlushInterval,
     };
-    for (const sink of await startSinks(sinkConfig.sinks, sinkOptions, relay.hub, metrics, logger)) relay.addSink(sink);
+    sinks = await startSinks(sinkConfig.sinks, sinkOptions, relay.hub, metrics, logger);
+    for (const sink of sinks) relay.addSink(sink);
+  }
+  try {
+    await relay.start();
+  } catch (err) {
+    await Promise.all(sinks.map((s) => s.close(Date.now())));
+    manager?.close();
+    throw err;
   }
 
   let discovery: Discovery | undefined;
