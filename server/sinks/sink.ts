@@ -112,6 +112,9 @@ export class Sink {
       this.sinkFull[kind] = relayMetrics.dropped.tally({ kind, reason: 'sink_full' });
       this.rejected[kind] = relayMetrics.dropped.tally({ kind, reason: 'sink_rejected' });
       this.render[kind] = jsonRenderer(KIND_BY_NAME[kind], relayMetrics);
+      // series at 0 from the start, so "nothing failed" is a value, not an absence
+      this.metrics.indexed(kind);
+      this.metrics.failed(kind);
     }
   }
 
