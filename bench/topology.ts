@@ -6,6 +6,7 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { fileURLToPath } from 'node:url';
 import type { Kind } from '../server/kinds.js';
 import { eventually } from '../harness/eventually.js';
+import { startSearchCluster, type Flavour, type SearchCluster } from '../harness/search-cluster.js';
 import { metricSum } from '../harness/prom-text.js';
 import { Child, cpuSeconds, Histogram, memory } from './ipc.js';
 import type { ConsumerSetup, ConsumerStats } from './consumer.js';
@@ -47,6 +48,17 @@ export interface RunSpec {
   restMs?: number;
   /** slow: the window opens once the relay drops for the stalled consumer */
   waitForDrops?: boolean;
+  /** sink: the relay also indexes into this (a local stand-in for the cluster, in this process) */
+  sink?: Flavour;
+}
+
+function sinkKinds(flavour: Flavour): Kind[] {
+  return flavour === 'elasticsearch' ? ['alert'] : ['alert', 'log'];
+}
+
+/** The relay's environment that switches a sink on, as the KubeArmor operator sets it. */
+function sinkEnv(flavour: Flavour, url: string): Record<string, string> {
+  return flavour === 'elasticsearch' ? { ENABLE_DASHBOARDS: 'true', ES_URL: url } : { ENABLE_OPENSEARCH_DASHBOARD: 'true', OS_URL: url, OS_ALERTS_INDEX: 'kubearmor' };
 }
 
 export interface Ctx {
@@ -83,6 +95,7 @@ export async function runTopology(spec: RunSpec, ctx: Ctx): Promise<RunResult> {
   const nodeProcs: Child[] = [];
   const groupProcs: Child[][] = spec.groups.map(() => []);
   let relay: RelayProcess | undefined;
+  let cluster: SearchCluster | undefined;
   const errors: string[] = [];
   const loadAvg = loadavg().map((v) => Math.round(v * 100) / 100);
   try {
@@ -107,7 +120,9 @@ export async function runTopology(spec: RunSpec, ctx: Ctx): Promise<RunResult> {
 
     // the relay
     if (spec.via === 'relay') {
-      relay = await RelayProcess.start(ctx.relayMain, ctx.certDir, targets, spec.relayArgs ?? [], ctx.cpuProf, ctx.relayNodeArgs, ctx.relayEnv);
+      if (spec.sink) cluster = await startSearchCluster({ flavour: spec.sink, keepSources: false });
+      const env = cluster ? { ...ctx.relayEnv, ...sinkEnv(cluster.flavour, cluster.url) } : ctx.relayEnv;
+      relay = await RelayProcess.start(ctx.relayMain, ctx.certDir, targets, spec.relayArgs ?? [], ctx.cpuProf, ctx.relayNodeArgs, env);
       const r = relay;
       await eventually(async () => metricSum(await r.metrics(), 'kubearmor_relay_upstream_connected') === targets.length, 60_000, `the relay to connect to ${targets.length} nodes`);
       for (const kind of spec.kinds) await eventually(async () => (await watchersOf(kind)) >= targets.length, 30_000, `the relay's ${kind} streams`);
@@ -136,7 +151,9 @@ export async function runTopology(spec: RunSpec, ctx: Ctx): Promise<RunResult> {
       if (expected[kind] === 0) continue;
       if (relay) {
         const r = relay;
-        await eventually(async () => metricSum(await r.metrics(), 'kubearmor_relay_clients', { kind }) === expected[kind], 30_000, `${expected[kind]} ${kind} consumers at the relay`);
+        // a sink is one more consumer of the kinds it indexes
+        const want = expected[kind] + (spec.sink && sinkKinds(spec.sink).includes(kind) ? 1 : 0);
+        await eventually(async () => metricSum(await r.metrics(), 'kubearmor_relay_clients', { kind }) === want, 30_000, `${want} ${kind} consumers at the relay`);
       } else if (spec.kinds.includes(kind)) {
         await eventually(async () => (await watchersOf(kind)) === targets.length * expected[kind], 30_000, `${expected[kind]} ${kind} consumers at every node`);
       }
@@ -234,6 +251,10 @@ export async function runTopology(spec: RunSpec, ctx: Ctx): Promise<RunResult> {
       }
     }
     for (const s of settled.stats.flat()) errors.push(...s.errors);
+    if (relay && cluster) {
+      const r = relay;
+      await eventually(async () => metricSum(await r.metrics(), 'kubearmor_relay_sink_queued_events') === 0, 30_000, 'the sink to index what it holds').catch((err: Error) => errors.push(err.message));
+    }
 
     const nodeSent: Record<Kind, number> = { alert: 0, log: 0, message: 0 };
     for (const s of settled.final) for (const k of ALL_KINDS) nodeSent[k] += s.sent[k];
@@ -258,6 +279,16 @@ export async function runTopology(spec: RunSpec, ctx: Ctx): Promise<RunResult> {
       relaySent: relay ? metricSum(metricsText, 'kubearmor_relay_events_sent_total') : null,
       droppedQueueFull: relay ? metricSum(metricsText, 'kubearmor_relay_events_dropped_total', { reason: 'queue_full' }) : null,
       droppedNoConsumer: relay ? metricSum(metricsText, 'kubearmor_relay_events_dropped_total', { reason: 'no_consumer' }) : null,
+      ...(cluster
+        ? {
+            sink: {
+              name: cluster.flavour,
+              indexed: metricSum(metricsText, 'kubearmor_relay_sink_indexed_total'),
+              dropped: metricSum(metricsText, 'kubearmor_relay_events_dropped_total', { reason: 'sink_full' }) + metricSum(metricsText, 'kubearmor_relay_events_dropped_total', { reason: 'sink_rejected' }),
+              bulkRequests: cluster.stats.bulkRequests,
+            },
+          }
+        : {}),
       lost: settled.lost,
       ...(stalledReceived !== undefined ? { stalledReceived } : {}),
       errors: [...new Set(errors)].slice(0, 5),
@@ -265,6 +296,7 @@ export async function runTopology(spec: RunSpec, ctx: Ctx): Promise<RunResult> {
   } finally {
     await Promise.all(groupProcs.flat().map((c) => c.stop()));
     await relay?.stop();
+    await cluster?.close();
     await Promise.all(nodeProcs.map((c) => c.stop()));
   }
 }

@@ -54,6 +54,7 @@ export interface IndexState {
 export type RequestFault = { status: 429 | 500 | 502 | 503 | 504 } | { ackLost: true };
 
 export interface SearchCluster {
+  readonly flavour: Flavour;
   readonly url: string;
   readonly port: number;
   readonly indices: Map<string, IndexState>;
@@ -319,6 +320,7 @@ export async function startSearchCluster(opts: SearchClusterOptions): Promise<Se
 
   const port = await listen(opts.port ?? 0);
   const cluster: SearchCluster = {
+    flavour: opts.flavour,
     url: `${opts.tls ? 'https' : 'http'}://127.0.0.1:${port}`,
     port,
     indices,

@@ -3,13 +3,14 @@ import { baseline } from './baseline.js';
 import { fanout } from './fanout.js';
 import { latency } from './latency.js';
 import { scale } from './scale.js';
+import { sink } from './sink.js';
 import type { ScenarioRuns } from './sizes.js';
 import { slow } from './slow.js';
 import { throughput } from './throughput.js';
 
-export const SCENARIOS = ['throughput', 'baseline', 'latency', 'fanout', 'slow', 'scale'] as const;
+export const SCENARIOS = ['throughput', 'baseline', 'latency', 'fanout', 'slow', 'scale', 'sink'] as const;
 export type Scenario = (typeof SCENARIOS)[number];
 
-export const SCENARIO_RUNS: Record<Scenario, ScenarioRuns> = { throughput, baseline, latency, fanout, slow, scale };
+export const SCENARIO_RUNS: Record<Scenario, ScenarioRuns> = { throughput, baseline, latency, fanout, slow, scale, sink };
 
 export { FULL, QUICK, type Sizes } from './sizes.js';

@@ -5,7 +5,7 @@ export const SINK_DEFAULTS = {
   queue: { maxEvents: 10_000, maxBytes: 8 * 1024 * 1024 },
   /** well under a second at low rates (the reference waits 10 s) */
   flushMs: 200,
-  batchEvents: 1000,
+  batchEvents: 500,
   /** event bytes (protobuf) per bulk request; the JSON is two to three times larger */
   batchBytes: 2 * 1024 * 1024,
   backoff: { initialMs: 250, maxMs: 10_000 },

@@ -68,6 +68,11 @@ interface Doc {
   attempts: number;
 }
 
+/** Events rendered between two turns of the event loop. */
+const RENDER_SLICE = 64;
+
+const yieldToEventLoop = () => new Promise<void>((resolve) => setImmediate(resolve));
+
 /** How often a sink's failures are summarised in the log at most. */
 const LOG_EVERY_MS = 10_000;
 
@@ -172,7 +177,7 @@ export class Sink {
       await this.batchReady();
       if (this.queue.length === 0 || this.abort.signal.aborted) return;
       const taken = this.queue.take(this.opts.batchEvents, this.opts.batchBytes, Date.now());
-      await this.deliver(this.toDocs(taken));
+      await this.deliver(await this.toDocs(taken));
     }
   }
 
@@ -197,9 +202,15 @@ export class Sink {
     });
   }
 
-  private toDocs(taken: readonly QueuedEvent[]): Doc[] {
+  /**
+   * Renders a batch a slice at a time, yielding to the event loop between slices: a batch
+   * rendered in one go would hold up every gRPC consumer's writes for tens of ms.
+   */
+  private async toDocs(taken: readonly QueuedEvent[]): Promise<Doc[]> {
     const docs: Doc[] = [];
-    for (const { kind, bytes } of taken) {
+    for (let i = 0; i < taken.length; i++) {
+      if (i > 0 && i % RENDER_SLICE === 0) await yieldToEventLoop();
+      const { kind, bytes } = taken[i]!;
       const json = this.render[kind]!(bytes);
       if (json === undefined) {
         // counted as malformed by the renderer
