@@ -75,6 +75,8 @@ export class Subscriber {
     readonly channel: Channel,
     private readonly writer: EventWriter,
     private readonly limits: QueueLimits,
+    /** false for a consumer whose fullness must not pause node reads (see Channel.subscribe) */
+    readonly pacesReads = true,
   ) {
     this.ring = new Array(limits.maxEvents);
     writer.onDrain(() => this.onDrain());
@@ -174,8 +176,13 @@ export class Channel {
     }
   }
 
-  subscribe(label: string, writer: EventWriter): Subscriber {
-    const sub = new Subscriber(this.nextId++, label, this, writer, this.opts.queue);
+  /**
+   * `pacesReads: false` is for a consumer that never pushes back and drops with its own
+   * count (a search-cluster sink): it is left out of the pause decision, so a gRPC consumer
+   * that falls behind still pauses node reads instead of losing events, as without it.
+   */
+  subscribe(label: string, writer: EventWriter, opts: { pacesReads?: boolean } = {}): Subscriber {
+    const sub = new Subscriber(this.nextId++, label, this, writer, this.opts.queue, opts.pacesReads ?? true);
     this.subscribers.add(sub);
     this.reconsider();
     return sub;
@@ -204,7 +211,7 @@ export class Channel {
     let active = 0;
     let full = 0;
     for (const sub of this.subscribers) {
-      if (sub.stalled) continue;
+      if (sub.stalled || !sub.pacesReads) continue;
       active++;
       if (sub.full) full++;
     }

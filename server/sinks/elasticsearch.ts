@@ -26,7 +26,7 @@ export function elasticsearchClient(config: SinkConfig, requestTimeoutMs: number
   return {
     async bulk(ndjson, signal) {
       try {
-        // a prepared NDJSON string goes out as it is
+        // prepared NDJSON goes out as it is
         const res = await client.bulk({ operations: ndjson as unknown as [] }, { signal, headers: NDJSON_HEADERS, meta: true });
         return itemsOf(res.body);
       } catch (err) {

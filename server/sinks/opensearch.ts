@@ -28,7 +28,7 @@ export function opensearchClient(config: SinkConfig, requestTimeoutMs: number): 
   return {
     async bulk(ndjson, signal) {
       try {
-        // a prepared NDJSON string goes out as it is
+        // prepared NDJSON goes out as it is
         const res = await abortable(client.bulk({ body: ndjson as unknown as [] }), signal);
         return itemsOf(res.body);
       } catch (err) {

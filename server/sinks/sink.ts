@@ -39,7 +39,7 @@ export type EnsureOutcome = { kind: 'exists' } | { kind: 'created' } | RequestFa
 
 /** The few calls a sink makes, implemented with each official client (elasticsearch.ts, opensearch.ts). */
 export interface BulkClient {
-  bulk(ndjson: string, signal: AbortSignal): Promise<BulkOutcome>;
+  bulk(ndjson: Buffer, signal: AbortSignal): Promise<BulkOutcome>;
   /** creates `index` with `mapping` unless an index or alias of that name exists */
   ensureIndex(index: string, mapping: object, signal: AbortSignal): Promise<EnsureOutcome>;
   close(): Promise<void>;
@@ -62,14 +62,18 @@ export { SINK_DEFAULTS } from './defaults.js';
 
 interface Doc {
   kind: Kind;
-  /** both NDJSON lines */
-  action: string;
+  /**
+   * both NDJSON lines, off the V8 heap: a batch of JSON strings kept for the length of a
+   * request survives young-generation collections and, at thousands of events a second,
+   * grows the old generation (measured: relay peak RSS 169 MiB with strings)
+   */
+  action: Buffer;
   rawBytes: number;
   attempts: number;
 }
 
 /** Events rendered between two turns of the event loop. */
-const RENDER_SLICE = 64;
+const RENDER_SLICE = 16;
 
 const yieldToEventLoop = () => new Promise<void>((resolve) => setImmediate(resolve));
 
@@ -136,7 +140,7 @@ export class Sink {
             return true; // never holds the hub back
           },
           onDrain: () => {},
-        }),
+        }, { pacesReads: false }),
       );
     }
     this.loop = this.run();
@@ -217,7 +221,7 @@ export class Sink {
         this.queue.release(1, bytes.length);
         continue;
       }
-      docs.push({ kind, action: indexAction(this.config.indices[kind]!, documentId(kind, bytes), json), rawBytes: bytes.length, attempts: 0 });
+      docs.push({ kind, action: Buffer.from(indexAction(this.config.indices[kind]!, documentId(kind, bytes), json)), rawBytes: bytes.length, attempts: 0 });
     }
     return docs;
   }
@@ -232,7 +236,7 @@ export class Sink {
     while (pending.length > 0) {
       if (this.abort.signal.aborted) return; // close() reports what is still held
       const failure = await this.ensureIndices();
-      const outcome: BulkOutcome = failure ?? (await this.client.bulk(pending.map((d) => d.action).join(''), this.abort.signal));
+      const outcome: BulkOutcome = failure ?? (await this.client.bulk(Buffer.concat(pending.map((d) => d.action)), this.abort.signal));
       if (outcome.kind === 'items') pending = this.sortItems(pending, outcome.items);
       else if (outcome.kind === 'status' && !retryable(outcome.status)) {
         // the request itself was refused (400 on our body, 413...): sending it again would not help
