@@ -7,7 +7,7 @@
 // is what the reference relay's Go client sends.
 import { Client } from '@elastic/elasticsearch';
 import type { SinkConfig } from './config.js';
-import { ensureIndexWith, itemsOf, outcomeOfError } from './client-errors.js';
+import { bulkClientOf, commonOptions } from './client-common.js';
 import type { BulkClient } from './sink.js';
 
 const JSON_HEADERS = { 'content-type': 'application/json', accept: 'application/json' };
@@ -15,30 +15,14 @@ const NDJSON_HEADERS = { 'content-type': 'application/x-ndjson', accept: 'applic
 
 export function elasticsearchClient(config: SinkConfig, requestTimeoutMs: number): BulkClient {
   const client = new Client({
-    node: config.url.href,
-    auth: config.auth,
+    ...commonOptions(config, requestTimeoutMs),
     tls: { ca: config.ca, rejectUnauthorized: !config.insecure },
-    // the sink retries with its own backoff and counts each retry
-    maxRetries: 0,
-    requestTimeout: requestTimeoutMs,
     name: 'kubearmor-relay',
   });
-  return {
-    async bulk(ndjson, signal) {
-      try {
-        // prepared NDJSON goes out as it is
-        const res = await client.bulk({ operations: ndjson as unknown as [] }, { signal, headers: NDJSON_HEADERS, meta: true });
-        return itemsOf(res.body);
-      } catch (err) {
-        return outcomeOfError(err);
-      }
-    },
-    ensureIndex(index, mapping, signal) {
-      return ensureIndexWith(
-        () => client.indices.exists({ index }, { signal, headers: JSON_HEADERS }),
-        () => client.indices.create({ index, mappings: mapping }, { signal, headers: JSON_HEADERS }),
-      );
-    },
+  return bulkClientOf({
+    bulk: async (ndjson, signal) => (await client.bulk({ operations: ndjson as unknown as [] }, { signal, headers: NDJSON_HEADERS, meta: true })).body,
+    exists: (index, signal) => client.indices.exists({ index }, { signal, headers: JSON_HEADERS }),
+    create: (index, mapping, signal) => client.indices.create({ index, mappings: mapping }, { signal, headers: JSON_HEADERS }),
     close: () => client.close(),
-  };
+  });
 }

@@ -2,7 +2,7 @@
 // Loaded only when ENABLE_OPENSEARCH_DASHBOARD=true.
 import { Client } from '@opensearch-project/opensearch';
 import type { SinkConfig } from './config.js';
-import { ensureIndexWith, itemsOf, outcomeOfError } from './client-errors.js';
+import { bulkClientOf, commonOptions } from './client-common.js';
 import type { BulkClient } from './sink.js';
 
 /** The client's requests are promises with abort(); an AbortSignal drives it. */
@@ -18,29 +18,13 @@ async function abortable<T>(request: Promise<T> & { abort?: () => void }, signal
 
 export function opensearchClient(config: SinkConfig, requestTimeoutMs: number): BulkClient {
   const client = new Client({
-    node: config.url.href,
-    auth: config.auth,
+    ...commonOptions(config, requestTimeoutMs),
     ssl: { ca: config.ca, rejectUnauthorized: !config.insecure },
-    // the sink retries with its own backoff and counts each retry
-    maxRetries: 0,
-    requestTimeout: requestTimeoutMs,
   });
-  return {
-    async bulk(ndjson, signal) {
-      try {
-        // prepared NDJSON goes out as it is
-        const res = await abortable(client.bulk({ body: ndjson as unknown as [] }), signal);
-        return itemsOf(res.body);
-      } catch (err) {
-        return outcomeOfError(err);
-      }
-    },
-    ensureIndex(index, mapping, signal) {
-      return ensureIndexWith(
-        async () => (await abortable(client.indices.exists({ index }), signal)).body === true,
-        () => abortable(client.indices.create({ index, body: { mappings: mapping } }), signal),
-      );
-    },
+  return bulkClientOf({
+    bulk: async (ndjson, signal) => (await abortable(client.bulk({ body: ndjson as unknown as [] }), signal)).body,
+    exists: async (index, signal) => (await abortable(client.indices.exists({ index }), signal)).body === true,
+    create: (index, mapping, signal) => abortable(client.indices.create({ index, body: { mappings: mapping } }), signal),
     close: () => client.close(),
-  };
+  });
 }

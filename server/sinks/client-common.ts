@@ -1,7 +1,48 @@
-// Both official clients (the OpenSearch one is a fork of the Elasticsearch one) report a
-// refused request as an error carrying `meta.statusCode` and `meta.body`, and a request
-// that got no answer as an error without a status. This turns either into a BulkOutcome.
-import type { BulkOutcome, EnsureOutcome, RequestFailure } from './sink.js';
+// What the two official clients have in common (the OpenSearch one is a fork of the
+// Elasticsearch one): the same options for a sink, a refused request reported as an error
+// carrying `meta.statusCode` and `meta.body`, a request that got no answer as an error
+// without a status, and bulk response bodies of the same shape. Each client module only
+// says how its API is called.
+import type { SinkConfig } from './config.js';
+import type { BulkClient, BulkOutcome, EnsureOutcome, RequestFailure } from './sink.js';
+
+/** Client options both libraries take under the same names. */
+export function commonOptions(config: SinkConfig, requestTimeoutMs: number) {
+  return {
+    node: config.url.href,
+    auth: config.auth,
+    // the sink retries with its own backoff and counts each retry
+    maxRetries: 0,
+    requestTimeout: requestTimeoutMs,
+  };
+}
+
+/** The calls of one client library a sink makes; errors thrown are those of the library. */
+export interface ClientCalls {
+  /** sends prepared NDJSON as it is; resolves with the parsed response body */
+  bulk(ndjson: Buffer, signal: AbortSignal): Promise<unknown>;
+  exists(index: string, signal: AbortSignal): Promise<boolean>;
+  create(index: string, mapping: object, signal: AbortSignal): Promise<unknown>;
+  close(): Promise<void>;
+}
+
+export function bulkClientOf(calls: ClientCalls): BulkClient {
+  return {
+    async bulk(ndjson, signal) {
+      try {
+        return itemsOf(await calls.bulk(ndjson, signal));
+      } catch (err) {
+        return outcomeOfError(err);
+      }
+    },
+    ensureIndex: (index, mapping, signal) =>
+      ensureIndexWith(
+        () => calls.exists(index, signal),
+        () => calls.create(index, mapping, signal),
+      ),
+    close: () => calls.close(),
+  };
+}
 
 interface ClientError {
   name?: string;
