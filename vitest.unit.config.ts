@@ -10,6 +10,7 @@ export const UNIT_TESTS = [
   'test/enrich.test.ts',
   'test/hub.test.ts',
   'test/manifests.test.ts',
+  'test/sink-config.test.ts',
   'test/tls-rotation.test.ts',
 ];
 
