@@ -133,6 +133,7 @@ describe('Elasticsearch export (ENABLE_DASHBOARDS=true)', () => {
     expect(Math.max(...seqs)).toBe(total);
     expect(seqs.filter((s) => s > sentBeforeUp + 100).length).toBeGreaterThan(0);
     expect(relay.logs.some((l) => l.msg === 'elasticsearch indexing again')).toBe(true);
+    expect(relay.logs.some((l) => l.msg === 'elasticsearch sink queue full: events dropped for the sink')).toBe(true);
     expect(relay.proc.exitCode).toBeNull();
   });
 

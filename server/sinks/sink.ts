@@ -100,6 +100,8 @@ export class Sink {
   private failing: string | undefined;
   private failingSince = 0;
   private lastRejectLog = 0;
+  private lastDropLog = 0;
+  private droppedSinceLog = 0;
   private cancelSleep: (() => void) | undefined;
 
   constructor(
@@ -149,6 +151,7 @@ export class Sink {
   private offer(kind: Kind, bytes: Buffer): void {
     if (!this.queue.push(kind, bytes, Date.now())) {
       this.sinkFull[kind]!.n++;
+      this.reportDrop();
       return;
     }
     // the sender cares about the first event (arms the flush timer) and a full batch
@@ -307,6 +310,16 @@ export class Sink {
       this.logger.warn({ sink: this.name, status: refused.status, reason: refused.reason }, `${this.name} refused documents; they are counted as failed`);
     }
     return again;
+  }
+
+  /** Drops are summarised in the log at most every LOG_EVERY_MS, like the hub's per consumer. */
+  private reportDrop(): void {
+    this.droppedSinceLog++;
+    const now = Date.now();
+    if (now - this.lastDropLog < LOG_EVERY_MS) return;
+    this.logger.warn({ sink: this.name, dropped: this.droppedSinceLog, queuedEvents: this.queue.events, queuedBytes: this.queue.bytes }, `${this.name} sink queue full: events dropped for the sink`);
+    this.lastDropLog = now;
+    this.droppedSinceLog = 0;
   }
 
   private fail(doc: Doc): void {
