@@ -14,9 +14,10 @@ import type { Registry } from 'prom-client';
 import type { CaSigner } from './issue.js';
 import type { Identity, Role, TlsMaterial, TlsMaterialSource, TrustBundle } from './material.js';
 import { type CertMetrics, certMetrics } from './metrics.js';
-import { isoSeconds, oneLineName } from './pem.js';
+import { certLabel, isoSeconds, oneLineName } from './pem.js';
 import { checkValidity, loadIdentity, loadTrustBundle } from './verify.js';
 import { FileSetWatcher, type FileSnapshot, readFileSet } from './watch.js';
+import type { Certificate } from './x509.js';
 
 export type CertProvider = 'external' | 'self';
 
@@ -162,6 +163,8 @@ export class CertManager extends EventEmitter implements TlsMaterialSource {
       return text;
     };
     const bundle = loadTrustBundle(read('ca.crt'));
+    const weak = bundle.pool.certs.filter((c) => rsaBits(c) < MIN_RECOMMENDED_RSA_BITS).map((c) => `${certLabel(c.node)} (RSA ${rsaBits(c)})`);
+    if (weak.length > 0) this.log.warn({ certificates: weak }, `ca.crt holds RSA keys under ${MIN_RECOMMENDED_RSA_BITS} bits: accepted (as Go accepts them), but too weak for new deployments`);
     if (bundle.notCas.length > 0) {
       this.log.warn({ certificates: bundle.notCas }, 'ca.crt holds certificates that are not CAs: they can issue nothing and are trusted only as themselves');
     }
@@ -265,4 +268,11 @@ export class CertManager extends EventEmitter implements TlsMaterialSource {
 
 function stripUndefined<T extends object>(value: T): Partial<T> {
   return Object.fromEntries(Object.entries(value).filter(([, v]) => v !== undefined)) as Partial<T>;
+}
+
+/** Below this, RSA keys are accepted (Go's floor is 1024) but warned about. */
+const MIN_RECOMMENDED_RSA_BITS = 2048;
+
+function rsaBits(cert: Certificate): number {
+  return cert.publicKey?.asymmetricKeyType === 'rsa' ? (cert.publicKey.asymmetricKeyDetails?.modulusLength ?? 0) : Number.POSITIVE_INFINITY;
 }

@@ -29,6 +29,8 @@ export interface VerifyPeerOptions {
   /** for purpose 'server': the DNS name or IP address we dialed */
   host?: string;
   now?: Date;
+  /** where a transport keeps what it parsed already */
+  cache?: ParsedCertificates;
 }
 
 /**
@@ -41,7 +43,7 @@ export function verifyPeer(presented: readonly X509Certificate[] | undefined, bu
   const parsed: Certificate[] = [];
   for (const [i, cert] of presented.entries()) {
     try {
-      parsed.push(parseDer(cert.raw));
+      parsed.push(options.cache ? options.cache.parse(cert) : parseDer(cert.raw, cert));
     } catch (err) {
       const which = i === 0 ? what : `certificate #${i + 1} of the presented chain`;
       return { ok: false, reason: 'malformed', detail: `${which} ${certLabel(cert)} is refused: ${(err as Error).message}` };
@@ -62,6 +64,26 @@ export function verifyPeer(presented: readonly X509Certificate[] | undefined, bu
   }
   const issuer = (verdict.chain[1] ?? verdict.chain[0]!).node;
   return { ok: true, subject: oneLineName(leaf.node.subject), serial: leaf.node.serialNumber, issuer, chain: verdict.chain };
+}
+
+/**
+ * Parsed certificates by fingerprint: consumers and nodes redial with the same certificate,
+ * and parsing costs more than verifying. Bounded; the oldest entry goes first.
+ */
+export class ParsedCertificates {
+  private readonly byFingerprint = new Map<string, Certificate>();
+
+  constructor(private readonly size = 256) {}
+
+  parse(cert: X509Certificate): Certificate {
+    const key = cert.fingerprint256;
+    const hit = this.byFingerprint.get(key);
+    if (hit && hit.raw.equals(cert.raw)) return hit;
+    const parsed = parseDer(cert.raw, cert);
+    if (this.byFingerprint.size >= this.size) this.byFingerprint.delete(this.byFingerprint.keys().next().value!);
+    this.byFingerprint.set(key, parsed);
+    return parsed;
+  }
 }
 
 function describeBundle(bundle: TrustBundle): string {
@@ -98,7 +120,7 @@ export function loadTrustBundle(pem: string, what = 'ca.crt'): TrustBundle {
   const certs = parseCertificates(pem, what);
   const parsed = certs.map((cert, i) => {
     try {
-      return parseDer(cert.raw);
+      return parseDer(cert.raw, cert);
     } catch (err) {
       throw new Error(`${what}: certificate #${i + 1} (${certLabel(cert)}) is refused: ${(err as Error).message}`);
     }

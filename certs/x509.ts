@@ -148,7 +148,8 @@ function fail(message: string): never {
 }
 
 function decode(bytes: Uint8Array, what: string): Block {
-  const parsed = asn1js.fromBER(bytes);
+  // a plain Uint8Array: asn1js takes a slower conversion path for Node's Buffer
+  const parsed = asn1js.fromBER(bytes instanceof Buffer ? new Uint8Array(bytes) : bytes);
   if (parsed.offset === -1 || parsed.offset !== bytes.byteLength) fail(`malformed ${what}`);
   return parsed.result as Block;
 }
@@ -186,13 +187,17 @@ function oid(block: Block | undefined, what: string): string {
 
 const TAG = { boolean: 1, integer: 2, bitString: 3, octetString: 4, null: 5, oid: 6, sequence: 16, utcTime: 23, generalizedTime: 24 } as const;
 
-/** Parses one DER certificate as Go's x509.ParseCertificate does; throws "x509: …" otherwise. */
-export function parseCertificate(der: Uint8Array): Certificate {
-  let node: X509Certificate;
-  try {
-    node = new X509Certificate(der);
-  } catch (err) {
-    fail(`malformed certificate: ${(err as Error).message}`);
+/**
+ * Parses one DER certificate as Go's x509.ParseCertificate does; throws "x509: …" otherwise.
+ * `node` is Node's view of the same bytes when the caller has it already (a handshake does).
+ */
+export function parseCertificate(der: Uint8Array, node?: X509Certificate): Certificate {
+  if (!node) {
+    try {
+      node = new X509Certificate(der);
+    } catch (err) {
+      fail(`malformed certificate: ${(err as Error).message}`);
+    }
   }
   const top = children(expect(decode(der, 'certificate'), TAG.sequence, 'certificate'), 'certificate');
   if (top.length !== 3) fail('malformed certificate');

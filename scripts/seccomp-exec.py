@@ -1,7 +1,8 @@
 #!/usr/bin/python3
 """Run a command under a seccomp profile written in the format the kubelet reads.
 
-    seccomp-exec.py --profile deploy/seccomp/kubearmor-relay.json [--log-denied] -- CMD ARGS...
+    seccomp-exec.py --profile deploy/seccomp/kubearmor-relay.json [--log-denied] [--name-refused]
+                    [--node-option=OPT ...] -- CMD ARGS...
 
 The profile (defaultAction, architectures, syscalls[{names, action, errnoRet?, args?}]) is
 turned into a libseccomp filter with Debian's python3-seccomp (`import seccomp`), loaded
@@ -15,6 +16,15 @@ lets an unprivileged user load a filter (containers get no_new_privs from
 kernel also writes an audit record for each (type=1326, with syscall=NR; see the
 "errno" entry of /proc/sys/kernel/seccomp/actions_logged). To log without refusing, use
 the audit profile (defaultAction SCMP_ACT_LOG) instead.
+
+--name-refused makes each refused call fail with errno 3000 + its syscall number on this
+machine's architecture instead of EPERM (3999 when a call is refused for its arguments, or
+its number is unknown to libseccomp), so that the program under test can say which call was
+refused: `kubearmor-relay seccomp check` and test/seccomp-profile.test.ts decode it. What is
+allowed does not change.
+
+--node-option inserts an option right after the command (a node binary): V8 flags such as
+--no-wasm-memory-protection-keys, which NODE_OPTIONS does not accept.
 
 Run it with the interpreter that has the Debian module: /usr/bin/python3.
 """
@@ -53,6 +63,13 @@ OPS = {
 }
 
 
+# errno values of --name-refused: REFUSED_BASE + syscall number, REFUSED_OTHER otherwise
+# (both below the kernel's MAX_ERRNO, 4095, and far above any errno the kernel itself returns).
+REFUSED_BASE = 3000
+REFUSED_OTHER = 3999
+MAX_SYSCALL_NR = 1024
+
+
 def warn(text):
     sys.stderr.write("seccomp-exec: %s\n" % text)
 
@@ -76,8 +93,9 @@ def action(name, errno_ret):
     raise ValueError("unsupported action %s" % name)
 
 
-def build(profile, log_denied):
-    default = action(profile["defaultAction"], profile.get("defaultErrnoRet"))
+def build(profile, log_denied, name_refused=False):
+    default_errno = REFUSED_OTHER if name_refused else profile.get("defaultErrnoRet")
+    default = action(profile["defaultAction"], default_errno)
     f = seccomp.SyscallFilter(defaction=default)
     native = seccomp.system_arch() & 0xFFFFFFFF  # the filter starts with this one
     arches = profile.get("architectures") or []
@@ -118,13 +136,33 @@ def build(profile, log_denied):
                 unknown.append("%s (%s)" % (name, err))
     for u in unknown:
         warn("skipped syscall unknown to this libseccomp: %s" % u)
+    if name_refused and profile["defaultAction"] == "SCMP_ACT_ERRNO":
+        rules += number_refused(f, seccomp.Arch.NATIVE, {n for r in profile.get("syscalls") or [] for n in r["names"]})
     return f, rules
+
+
+def number_refused(f, native, named):
+    """Gives every call the profile does not name its own errno: REFUSED_BASE + its number."""
+    added = 0
+    for nr in range(MAX_SYSCALL_NR):
+        try:
+            name = seccomp.resolve_syscall(native, nr)
+        except ValueError:
+            continue
+        name = name.decode() if isinstance(name, bytes) else name
+        if name in named:
+            continue
+        f.add_rule(seccomp.ERRNO(REFUSED_BASE + nr), name)
+        added += 1
+    return added
 
 
 def main(argv):
     parser = argparse.ArgumentParser(prog="seccomp-exec.py", description=__doc__.split("\n\n")[0])
     parser.add_argument("--profile", required=True, help="seccomp profile JSON in the kubelet (OCI) format")
     parser.add_argument("--log-denied", action="store_true", help="also have the kernel log the calls the filter refuses")
+    parser.add_argument("--name-refused", action="store_true", help="refused calls fail with errno 3000 + syscall number instead of EPERM")
+    parser.add_argument("--node-option", action="append", default=[], help="option inserted after the command (repeatable)")
     parser.add_argument("command", nargs=argparse.REMAINDER, help="-- CMD ARGS...")
     opts = parser.parse_args(argv)
     cmd = opts.command
@@ -135,10 +173,11 @@ def main(argv):
     with open(opts.profile, "r", encoding="utf-8") as fh:
         profile = json.load(fh)
     try:
-        f, _ = build(profile, opts.log_denied)
+        f, _ = build(profile, opts.log_denied, opts.name_refused)
     except (KeyError, ValueError) as err:
         warn("bad profile %s: %s" % (opts.profile, err))
         return 2
+    cmd = cmd[:1] + opts.node_option + cmd[1:]
     f.load()
     try:
         os.execvp(cmd[0], cmd)

@@ -13,7 +13,8 @@
 #   - the relay's own error paths: --help, a usage error, unreadable TLS material.
 # Prints the sorted union of syscall names (relay processes and their threads only, from
 # their execve of main.js on) and the names missing from / extra in the current profile.
-# The profile itself is edited by hand from this output (see deploy/seccomp/README.md).
+# A cross-check only: the profile is built from what the runtime can call, not from what one
+# machine recorded (see deploy/seccomp/README.md).
 #
 # Internal: `seccomp-record.sh --trace CMD...` is the RELAY_LAUNCHER form.
 set -euo pipefail

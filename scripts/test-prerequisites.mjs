@@ -1,7 +1,7 @@
 // @ts-check
 // What the test suite needs beyond `npm ci`, and getting it. The suite talks to programs
 // that are not ours on purpose (Python's gRPC as an independent node daemon and consumer,
-// the openssl CLI, libseccomp's Python binding, Go's crypto/x509, strace), so a fresh
+// the openssl CLI, libseccomp's Python binding, Go's crypto/x509, strace, a C compiler), so a fresh
 // machine lacks them; Debian packages provide each one.
 //
 //   node scripts/test-prerequisites.mjs     (first step of `npm test`) installs what is
@@ -43,6 +43,8 @@ const COMMANDS = [
   { pkg: 'openssl', command: 'openssl' },
   { pkg: 'golang-go', command: 'go' },
   { pkg: 'strace', command: 'strace' },
+  // compiles the probe that calls dangerous system calls under the seccomp profile
+  { pkg: 'gcc', command: 'cc' },
 ];
 
 export const PACKAGES = [...PYTHON_MODULES, ...COMMANDS].map((p) => p.pkg);

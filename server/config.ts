@@ -110,7 +110,7 @@ export function parseRelayFlags(argv: readonly string[], env: NodeJS.ProcessEnv 
     summary: [
       'Relays KubeArmor alerts, logs and messages from every node daemon to any number of consumers.',
       '',
-      'Subcommands: kubearmor-relay fake-node|logs|certs --help',
+      'Subcommands: kubearmor-relay fake-node|logs|certs|seccomp --help',
       'Environment: ENABLE_STDOUT_ALERTS, ENABLE_STDOUT_LOGS, ENABLE_STDOUT_MSGS=true print events as JSON lines on stdout.',
       '  ENABLE_DASHBOARDS=true (ES_URL, ES_ALERTS_INDEX, ES_USERNAME, ES_PASSWORD, ES_CA_CERT_PATH, ES_ALLOW_INSECURE_TLS) indexes alerts into Elasticsearch;',
       '  ENABLE_OPENSEARCH_DASHBOARD=true (OS_URL, OS_ALERTS_INDEX, OS_USERNAME, OS_PASSWORD, OS_CA_CERT_PATH, OS_ALLOW_INSECURE_TLS) alerts and logs into OpenSearch.',

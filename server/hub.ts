@@ -41,11 +41,13 @@ export interface HubOptions {
 export const HUB_DEFAULTS = {
   queue: { maxEvents: 1024, maxBytes: 1024 * 1024 },
   /**
-   * KubeArmor events are a few KiB; a node sending a larger one is refused it (counted).
+   * KubeArmor events are a few KiB; a node sending one above this is refused it (counted).
    * With it, what one consumer can hold is bounded: its queue (maxBytes) plus, in flight,
-   * one batch in its HTTP/2 stream and one event gathering (batch-writer.ts).
+   * one batch in its HTTP/2 stream and one event gathering (batch-writer.ts). Larger
+   * events also leave more garbage between V8's collections: with 256 KiB events flooding
+   * stalled consumers, Node 24 peaked above the 128 MiB pod limit, with 64 KiB at ~122 MiB.
    */
-  maxEventBytes: 256 * 1024,
+  maxEventBytes: 64 * 1024,
   stallMs: 2000,
   dropReportMs: 10_000,
 } as const;

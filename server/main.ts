@@ -12,14 +12,24 @@ const SUBCOMMANDS: Record<string, () => Promise<Subcommand>> = {
   'fake-node': async () => (await import('./tools/fake-node.js')).runFakeNode,
   logs: async () => (await import('./tools/logs.js')).runLogs,
   certs: async () => (await import('../certs/cli.js')).runCerts as Subcommand,
+  seccomp: async () => (await import('./tools/seccomp-check.js')).runSeccomp,
 };
 
 async function runRelay(argv: string[]): Promise<number> {
   const flags = parseRelayFlags(argv);
   const logger = createLogger(flags.logLevel, StdoutExporter.kindsFromEnv(process.env).length > 0);
+  // Handlers go in before the relay starts: a SIGTERM that arrives while it is still starting
+  // (it logs "serving" before startApp returns) must stop it cleanly, not kill it outright.
+  let stopRequested: NodeJS.Signals | undefined;
+  let onSignal: (signal: NodeJS.Signals) => void = (signal) => {
+    stopRequested = signal;
+  };
+  const handler = (signal: NodeJS.Signals): void => onSignal(signal);
+  process.once('SIGTERM', handler);
+  process.once('SIGINT', handler);
   const app = await startApp(flags, process.env, logger);
   return new Promise<number>((resolve) => {
-    const stop = (signal: NodeJS.Signals) => {
+    onSignal = (signal) => {
       logger.info({ signal }, 'shutting down');
       // Exit within 5 s whatever happens; close() itself cuts streams after 3 s.
       setTimeout(() => resolve(0), 4500).unref();
@@ -31,8 +41,7 @@ async function runRelay(argv: string[]): Promise<number> {
         },
       );
     };
-    process.once('SIGTERM', stop);
-    process.once('SIGINT', stop);
+    if (stopRequested) onSignal(stopRequested);
   });
 }
 

@@ -27,7 +27,7 @@ import type { Counter, Registry } from 'prom-client';
 import { CertManager, type CertManagerInit } from '../certs/manager.js';
 import type { TlsMaterial, TlsMaterialSource } from '../certs/material.js';
 import { handshakeFailureCounter } from '../certs/metrics.js';
-import { type PeerFailureReason, verifyPeer } from '../certs/verify.js';
+import { ParsedCertificates, type PeerFailureReason, verifyPeer } from '../certs/verify.js';
 import { HANDSHAKE_DEFAULTS, HandshakeGate, type HandshakeLimits } from './handshake-gate.js';
 import { type Listening, type Transport, formatHostPort } from './transport.js';
 
@@ -122,6 +122,7 @@ export class MutualTlsTransport implements Transport {
   private readonly clientContexts = new WeakMap<TlsMaterial, tls.SecureContext>();
   private readonly recentRefusals = new Map<string, { at: number; quiet: number }>();
   private readonly limits: HandshakeLimits;
+  private readonly parsed = new ParsedCertificates();
 
   constructor(
     private readonly source: TlsMaterialSource,
@@ -211,7 +212,7 @@ export class MutualTlsTransport implements Transport {
       return;
     }
     const material = this.source.current();
-    const verdict = verifyPeer(peerChain(socket), material.ca, { purpose: 'client' });
+    const verdict = verifyPeer(peerChain(socket), material.ca, { purpose: 'client', cache: this.parsed });
     if (!verdict.ok) {
       refuse(verdict.reason, verdict.detail);
       return;
@@ -300,7 +301,7 @@ export class MutualTlsTransport implements Transport {
         tlsSocket.setTimeout(0);
         tlsSocket.removeListener('timeout', onTimeout);
         if (tlsSocket.alpnProtocol !== 'h2') return fail('no_alpn', `server did not negotiate ALPN h2 (got ${tlsSocket.alpnProtocol || 'none'})`);
-        const verdict = verifyPeer(peerChain(tlsSocket), this.source.current().ca, { purpose: 'server', host: name });
+        const verdict = verifyPeer(peerChain(tlsSocket), this.source.current().ca, { purpose: 'server', host: name, cache: this.parsed });
         if (!verdict.ok) return fail(verdict.reason, verdict.detail);
         settled = true;
         tlsSocket.removeListener('error', onError);

@@ -49,6 +49,8 @@ const NODE_KEEPALIVE_MS = 6 * 60 * 1000;
  */
 const READ_AHEAD_BYTES = 4 * 1024 * 1024;
 
+const RESUBSCRIBE_BACKOFF = { initialMs: 100, maxMs: 10_000 };
+
 export function readAheadMessages(maxEventBytes: number): number {
   return Math.max(2, Math.min(16, Math.floor(READ_AHEAD_BYTES / maxEventBytes)));
 }
@@ -76,6 +78,9 @@ export class Upstream {
   private closed = false;
   private session = 0;
   private readonly unlistenFlow: (() => void)[] = [];
+  /** per kind: how soon a stream ended by an oversize event is opened again */
+  private readonly resubscribe = new Map<Kind, Backoff>();
+  private readonly rewatchTimers = new Set<NodeJS.Timeout>();
 
   constructor(
     readonly address: string,
@@ -169,22 +174,47 @@ export class Upstream {
     const channel = this.opts.hub.channels[spec.kind];
     const tally = this.received[spec.kind];
     const transform = this.opts.transform;
+    let first = true;
     stream.on('data', (bytes: Buffer) => {
       tally.n++;
+      if (first) {
+        first = false;
+        this.resubscribe.get(spec.kind)?.reset();
+      }
       channel.publish(transform ? transform(spec.kind, bytes) : bytes);
     });
     if (channel.paused) stream.pause();
     // 'error' carries the non-OK status; 'status' always comes last, OK or not.
     stream.on('error', () => {});
     stream.on('status', (status: grpc.StatusObject) => {
-      if (status.code === grpc.status.RESOURCE_EXHAUSTED) {
-        // grpc-js ends the call on a message above the limit: that event is lost, and counted
-        this.opts.metrics.dropped.tally({ kind: spec.kind, reason: 'oversize' }).n++;
-        this.log.warn({ kind: spec.kind, limit: this.opts.maxEventBytes, details: status.details }, 'node sent an event larger than --maxEventBytes; dropped it and reconnecting');
+      if (status.code === grpc.status.RESOURCE_EXHAUSTED && this.streams.get(spec.kind) === stream) {
+        this.oversize(session, client, spec, status.details);
+        return;
       }
       const why = status.code === grpc.status.OK ? `${spec.method} stream ended by the node` : `${spec.method} stream failed: ${grpc.status[status.code]} ${status.details}`;
       this.lost(session, why);
     });
+  }
+
+  /**
+   * grpc-js ends a call whose next message is above the receive limit, before buffering it.
+   * That event is lost (and counted); only that stream is opened again, after a delay that
+   * grows while the node keeps sending such events, so the node's other streams go on and a
+   * hostile node cannot make the relay spin.
+   */
+  private oversize(session: number, client: grpc.Client, spec: KindSpec, details: string): void {
+    this.opts.metrics.dropped.tally({ kind: spec.kind, reason: 'oversize' }).n++;
+    let backoff = this.resubscribe.get(spec.kind);
+    if (!backoff) this.resubscribe.set(spec.kind, (backoff = new Backoff(RESUBSCRIBE_BACKOFF)));
+    const delay = backoff.next();
+    this.log.warn({ kind: spec.kind, limit: this.opts.maxEventBytes, details, retryInMs: delay }, 'node sent an event larger than --maxEventBytes; dropped it and opening that stream again');
+    this.streams.delete(spec.kind);
+    const timer = setTimeout(() => {
+      this.rewatchTimers.delete(timer);
+      if (session === this.session && !this.closed) this.watch(session, client, spec);
+    }, delay);
+    timer.unref();
+    this.rewatchTimers.add(timer);
   }
 
   private setPaused(kind: Kind, paused: boolean): void {
@@ -210,6 +240,8 @@ export class Upstream {
   }
 
   private teardown(): void {
+    for (const timer of this.rewatchTimers) clearTimeout(timer);
+    this.rewatchTimers.clear();
     const streams = [...this.streams.values()];
     this.streams.clear();
     for (const s of streams) s.cancel();

@@ -23,6 +23,12 @@ import { EXTERNAL_FILES, type ExternalGeneration, KubeletVolume, externalContent
 const RELOADS = 'kubearmor_relay_cert_reloads_total';
 const FAILURES = 'kubearmor_relay_tls_handshake_failures_total';
 const REJECTED = 'changed TLS material rejected; still using the previous material';
+/**
+ * A swap must be served before the relay's 10 s periodic checksum check could have found it,
+ * i.e. through the directory watch; typically 0.3 s (npm run bench:tls), the margin is for a
+ * loaded CI machine.
+ */
+const WATCH_BOUND_MS = 8000;
 
 const cleanups: Array<() => unknown> = [];
 afterEach(async () => {
@@ -63,14 +69,15 @@ function endOf(watch: RawWatch): () => string | undefined {
 
 /**
  * Ten rotations under a live consumer stream: after each, a new connection must see the
- * new server serial within 2 s, and the stream must go on delivering the node's events.
+ * new server serial before the 10 s periodic check could have found it (so the directory
+ * watch did), and the stream must go on delivering the node's events.
  */
 async function rotateTenTimes(relay: RelayProcess, watch: RawWatch, probe: IssuedPair, newConsumer: () => grpc.ChannelCredentials, rotate: () => Promise<string>): Promise<void> {
   const ended = endOf(watch);
   await watch.waitFor(3);
   for (let i = 1; i <= 10; i++) {
     const serial = await rotate();
-    await seesServerSerial(relay.grpcPort, probe, serial, 2000);
+    await seesServerSerial(relay.grpcPort, probe, serial, WATCH_BOUND_MS);
     // and a whole new consumer connection (chain, name, ALPN h2 checked) works on the new certificate
     expect(await healthCheck(relay.target, newConsumer(), i)).toBe(i);
     const before = watch.events.length;
@@ -91,7 +98,7 @@ function hostNames(watch: RawWatch): Set<string> {
 }
 
 describe('relay process, --tlsCertProvider=external: rotation under a live consumer stream', () => {
-  it('keeps a WatchAlerts stream from an mTLS node open across ten kubelet-style ..data swaps of a projected secret volume, and a new connection sees each new server serial within 2 s', async () => {
+  it('keeps a WatchAlerts stream from an mTLS node open across ten kubelet-style ..data swaps of a projected secret volume, and a new connection sees each new server serial before the periodic check could have', async () => {
     const ca = await newCa('kubelet-ca');
     const dir = dirFor('relay-tls-kubelet-');
     const volume = new KubeletVolume(dir);
@@ -126,7 +133,7 @@ describe('relay process, --tlsCertProvider=external: rotation under a live consu
     expect(await relayMetric(relay, RELOADS, { result: 'failure' })).toBe(0);
   });
 
-  it('keeps a WatchAlerts stream from an mTLS node open across ten in-place rewrites of server.key and server.crt, and a new connection sees each new server serial within 2 s', async () => {
+  it('keeps a WatchAlerts stream from an mTLS node open across ten in-place rewrites of server.key and server.crt, and a new connection sees each new server serial before the periodic check could have', async () => {
     const ca = await newCa('inplace-ca');
     const dir = dirFor('relay-tls-inplace-');
     const first = await generation(ca);
@@ -360,7 +367,7 @@ describe('relay process, CA rotation through a projected secret volume', () => {
     let nonce = 10;
     for (const [step, g, oldAccepted] of steps) {
       volume.publish(externalContents(g));
-      await seesServerSerial(relay.grpcPort, newLeaf, serialOf(g.server.certPem), 2000).catch((err: Error) => {
+      await seesServerSerial(relay.grpcPort, newLeaf, serialOf(g.server.certPem), WATCH_BOUND_MS).catch((err: Error) => {
         throw new Error(`${step}: ${err.message}`);
       });
       await works(newClient, nonce++);

@@ -1,18 +1,17 @@
-// The relay's seccomp profile (deploy/seccomp/): well-formed for the kubelet, loaded for
-// real by scripts/seccomp-exec.py (python3-seccomp, the same libseccomp runtimes use) to
-// run the relay confined through plaintext, mutual TLS, certificate rotation, the self
-// provider and Kubernetes discovery, and shown to refuse a system call it leaves out.
+// The relay confined by its seccomp profile (deploy/seccomp/kubearmor-relay.json), loaded
+// for real by scripts/seccomp-exec.py (python3-seccomp, the same libseccomp runtimes use):
+// plaintext, mutual TLS, certificate rotation, the self provider and Kubernetes discovery.
+// The profile itself is specified by test/seccomp-profile.test.ts.
 //
-// SECCOMP_TEST_LAUNCHER replaces the confining launcher (scripts/seccomp-record.sh sets it
-// to strace to record what these same scenarios call).
+// The relay runs under RELAY_LAUNCHER when it is a seccomp-exec.py command line (CI sets it
+// with --node-option to run these suites with and without memory protection keys), else
+// under the plain launcher. SECCOMP_TEST_LAUNCHER replaces both (scripts/seccomp-record.sh
+// sets it to strace to record what these same scenarios call).
 import { spawnSync } from 'node:child_process';
 import { mkdtempSync, readFileSync, renameSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { fileURLToPath } from 'node:url';
-import { DaemonSet } from 'kubernetes-models/apps/v1';
 import pino from 'pino';
-import { parse as parseYaml } from 'yaml';
 import { afterEach, describe, expect, it } from 'vitest';
 import { runCerts } from '../certs/cli.js';
 import { startFakeNode, type FakeNode } from '../server/tools/fake-node.js';
@@ -21,24 +20,11 @@ import { FakeKubeApi, kubeconfigFor, pod, service } from './helpers/fake-kube-ap
 import { rawHealthCheck, rawWatch, type RawWatch } from './helpers/raw-client.js';
 import { eventually, freePort, metricValue, startRelayProcess, type RelayProcess, type StartOptions } from './helpers/relay-process.js';
 
-const ROOT = fileURLToPath(new URL('..', import.meta.url));
-const PROFILE = join(ROOT, 'deploy/seccomp/kubearmor-relay.json');
-const AUDIT = join(ROOT, 'deploy/seccomp/kubearmor-relay-audit.json');
-const EXEC = join(ROOT, 'scripts/seccomp-exec.py');
-/** Debian's interpreter, the one with python3-seccomp (a pyenv `python3` lacks it) */
-const PYTHON = '/usr/bin/python3';
-const CONFINED = `${PYTHON} ${EXEC} --profile ${PROFILE} --`;
-const LAUNCHER = process.env.SECCOMP_TEST_LAUNCHER ?? CONFINED;
-const KNOWN_ACTIONS = ['SCMP_ACT_ALLOW', 'SCMP_ACT_ERRNO', 'SCMP_ACT_LOG', 'SCMP_ACT_KILL', 'SCMP_ACT_KILL_PROCESS', 'SCMP_ACT_KILL_THREAD', 'SCMP_ACT_TRAP', 'SCMP_ACT_TRACE', 'SCMP_ACT_NOTIFY'];
-const quiet = pino({ level: 'silent' });
+import { AUDIT, EXEC, PROFILE, PYTHON, allowedNames, loadProfile, nodeOptionsFromEnv } from './helpers/seccomp.js';
 
-interface Profile {
-  defaultAction: string;
-  architectures: string[];
-  syscalls: { names: string[]; action: string; args?: unknown[] }[];
-  [key: string]: unknown;
-}
-const load = (file: string): Profile => JSON.parse(readFileSync(file, 'utf8')) as Profile;
+const CONFINED = process.env.RELAY_LAUNCHER?.includes('seccomp-exec.py') ? process.env.RELAY_LAUNCHER : `${PYTHON} ${EXEC} --profile ${PROFILE} --`;
+const LAUNCHER = process.env.SECCOMP_TEST_LAUNCHER ?? CONFINED;
+const quiet = pino({ level: 'silent' });
 
 const cleanups: (() => Promise<unknown> | unknown)[] = [];
 afterEach(async () => {
@@ -111,78 +97,6 @@ function seccompStatus(pid: number): { seccomp: string; noNewPrivs: string } {
   return { seccomp: /^Seccomp:\s*(\d+)/m.exec(status)?.[1] ?? '?', noNewPrivs: /^NoNewPrivs:\s*(\d+)/m.exec(status)?.[1] ?? '?' };
 }
 
-describe('the seccomp profile files', () => {
-  const profile = load(PROFILE);
-  const names = profile.syscalls.flatMap((r) => r.names);
-
-  it('deny by default with EPERM and cover x86_64 and aarch64, as the kubelet reads them', () => {
-    expect(profile.defaultAction).toBe('SCMP_ACT_ERRNO');
-    expect([...profile.architectures].sort()).toEqual(['SCMP_ARCH_AARCH64', 'SCMP_ARCH_X86_64']);
-    expect(Object.keys(profile).sort()).toEqual(['architectures', 'defaultAction', 'syscalls']);
-    for (const rule of profile.syscalls) {
-      expect(KNOWN_ACTIONS).toContain(rule.action);
-      expect(rule.names.length).toBeGreaterThan(0);
-    }
-  });
-
-  it('allow a sorted list of system calls, each named once, and prctl only to name threads', () => {
-    expect(profile.syscalls.every((r) => r.action === 'SCMP_ACT_ALLOW')).toBe(true);
-    const [plain, ...restricted] = profile.syscalls;
-    expect(plain!.args).toBeUndefined();
-    expect(plain!.names).toEqual([...plain!.names].sort());
-    // prctl(PR_SET_NAME = 15, ...) only: Node 24 names its threads; every other option stays refused
-    expect(restricted).toEqual([{ names: ['prctl'], action: 'SCMP_ACT_ALLOW', args: [{ index: 0, value: 15, op: 'SCMP_CMP_EQ' }] }]);
-    expect(new Set(names).size).toBe(names.length);
-    for (const n of names) expect(n).toMatch(/^[a-z0-9_]+$/);
-    // never the calls a confined process has no business making
-    for (const n of ['ptrace', 'mount', 'umount2', 'bpf', 'init_module', 'kexec_load', 'reboot', 'setuid', 'setns', 'unshare', 'io_uring_setup', 'process_vm_writev', 'clone', 'fork', 'vfork']) {
-      expect(names).not.toContain(n);
-    }
-  });
-
-  it('name only system calls libseccomp knows on at least one of the two architectures', () => {
-    const script = [
-      'import json, sys, seccomp',
-      'names = json.load(sys.stdin)',
-      'arches = [seccomp.Arch.X86_64, seccomp.Arch.AARCH64]',
-      'def known(n, a):',
-      '    try:',
-      '        return seccomp.resolve_syscall(a, n) >= 0',
-      '    except Exception:',
-      '        return False',
-      'print(json.dumps([n for n in names if not any(known(n, a) for a in arches)]))',
-    ].join('\n');
-    const res = spawnSync(PYTHON, ['-c', script], { input: JSON.stringify(names), encoding: 'utf8' });
-    expect(res.stderr).toBe('');
-    expect(JSON.parse(res.stdout)).toEqual([]);
-  });
-
-  it('come with an audit variant identical but for defaultAction SCMP_ACT_LOG', () => {
-    const audit = load(AUDIT);
-    expect(audit.defaultAction).toBe('SCMP_ACT_LOG');
-    expect({ ...audit, defaultAction: profile.defaultAction }).toEqual(profile);
-  });
-});
-
-describe('the profile installer', () => {
-  const read = (f: string) => readFileSync(join(ROOT, 'deploy/seccomp', f), 'utf8');
-
-  it('is a valid DaemonSet that mounts only <KUBELET_ROOT>/seccomp from the host, the path kustomize sets', () => {
-    const ds = parseYaml(read('install-daemonset.yaml')) as ConstructorParameters<typeof DaemonSet>[0] & {
-      spec: { template: { spec: { volumes: { name: string; hostPath?: { path: string } }[] } } };
-    };
-    expect(() => new DaemonSet(ds).validate()).not.toThrow();
-    const hostPaths = ds.spec.template.spec.volumes.filter((v) => v.hostPath);
-    expect(hostPaths.map((v) => v.hostPath!.path)).toEqual(['/var/lib/kubelet/seccomp']);
-    const kustomization = parseYaml(read('kustomization.yaml')) as { configMapGenerator: { name: string; files: string[] }[]; patches: { patch: string }[] };
-    const [op] = parseYaml(kustomization.patches[0]!.patch) as { path: string; value: string }[];
-    const index = Number(/^\/spec\/template\/spec\/volumes\/(\d+)\/hostPath\/path$/.exec(op!.path)?.[1]);
-    expect(ds.spec.template.spec.volumes[index]?.name).toBe('kubelet-seccomp');
-    expect(op!.value).toMatch(/\/seccomp$/);
-    expect(kustomization.configMapGenerator[0]!.files.sort()).toEqual(['kubearmor-relay-audit.json', 'kubearmor-relay.json']);
-  });
-});
-
 describe('the seccomp launcher', () => {
   it('runs on an interpreter that has the seccomp module (Debian python3-seccomp)', () => {
     const res = spawnSync(PYTHON, ['-c', 'import seccomp; print(seccomp.get_api())'], { encoding: 'utf8' });
@@ -195,7 +109,7 @@ describe('the seccomp launcher', () => {
   const probe = `try { require('node:os').setPriority(0, 19); console.log('allowed'); } catch (e) { console.log('refused ' + (e.info?.code ?? e.code)); }`;
 
   it('refuses, with EPERM, a system call the profile leaves out, which succeeds unconfined', () => {
-    expect(load(PROFILE).syscalls.flatMap((r) => r.names)).not.toContain('setpriority');
+    expect(allowedNames(loadProfile())).not.toContain('setpriority');
     const free = spawnSync(process.execPath, ['-e', probe], { encoding: 'utf8' });
     expect(free.stdout.trim()).toBe('allowed');
     const confined = spawnSync(PYTHON, [EXEC, '--profile', PROFILE, '--', process.execPath, '-e', probe], { encoding: 'utf8' });
@@ -220,10 +134,24 @@ describe('the seccomp launcher', () => {
 });
 
 describe('the relay confined by the profile', () => {
+  it('runs confined with no_new_privs and the V8 flags the launcher gives node', async () => {
+    const relay = await confinedRelay();
+    if (LAUNCHER !== CONFINED) return; // recording with strace: nothing to assert about confinement
+    expect(seccompStatus(relay.proc.pid!)).toEqual({ seccomp: '2', noNewPrivs: '1' });
+    const cmdline = readFileSync(`/proc/${relay.proc.pid}/cmdline`, 'utf8').split('\0');
+    const flags = nodeOptionsFromEnv().map((o) => o.slice('--node-option='.length));
+    expect(cmdline.slice(1, 1 + flags.length)).toEqual(flags);
+  });
+
+  it('shuts down cleanly on SIGTERM, with exit status 0', async () => {
+    const relay = await confinedRelay();
+    expect(await rawHealthCheck(relay.target, 5)).toBe(5);
+    expect(await relay.stop('SIGTERM')).toBe(0);
+  });
+
   it('answers HealthCheck and relays a node daemon to a consumer over plaintext', async () => {
     const port = await freePort();
     const relay = await confinedRelay({ args: [`--nodes=127.0.0.1:${port}`] });
-    if (LAUNCHER === CONFINED) expect(seccompStatus(relay.proc.pid!)).toEqual({ seccomp: '2', noNewPrivs: '1' });
     expect(await rawHealthCheck(relay.target, 424242)).toBe(424242);
     const w = watchAlerts(relay.target);
     await subscribed(relay);

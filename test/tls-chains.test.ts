@@ -1,12 +1,12 @@
 // Chains with an intermediate CA, as cert-manager and enterprise PKIs issue them, on both
 // hops, with openssl as the independent peer; and chains Go refuses, refused at the handshake.
-import { mkdirSync, writeFileSync } from 'node:fs';
+import { mkdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { Registry } from 'prom-client';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { CertManager } from '../certs/manager.js';
 import { MutualTlsTransport } from '../server/tls.js';
-import { StaticSource, callEcho, captureLogger, metricValue, rawMaterial, serveEcho, tempDir, type Served } from './helpers/certs-fixtures.js';
+import { StaticSource, callEcho, captureLogger, metricValue, rawMaterial, serveEcho, tempDir, type Served, writeExternal } from './helpers/certs-fixtures.js';
 import { type ChainedPki, chainedPki, opensslCa, opensslLeaf } from './helpers/openssl-pki.js';
 import { healthCheck, pemFiles, runCommand, startTlsNode } from './helpers/tls-peers.js';
 
@@ -25,11 +25,7 @@ describe('chains with an intermediate CA (only the root in ca.crt)', () => {
     pki = chainedPki(dir.path);
     const tls = join(dir.path, 'relay');
     mkdirSync(tls);
-    writeFileSync(join(tls, 'ca.crt'), pki.root.certPem);
-    for (const role of ['server', 'client'] as const) {
-      writeFileSync(join(tls, `${role}.crt`), pki[role].certPem);
-      writeFileSync(join(tls, `${role}.key`), pki[role].keyPem, { mode: 0o600 });
-    }
+    writeExternal(tls, { caPem: pki.root.certPem, server: pki.server, client: pki.client });
     manager = new CertManager({ provider: 'external', dir: tls, logger: log.logger, registry });
     await manager.start();
     relay = new MutualTlsTransport(manager, { logger: log.logger, registry });

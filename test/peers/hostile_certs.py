@@ -104,6 +104,29 @@ def with_raw_validity(cert, issuer_key, not_before, not_after):
     return x509.load_der_x509_certificate(der)
 
 
+def with_extension_der(cert, issuer_key, extension_der):
+    """Re-signs `cert` with one more raw extension appended, e.g. a second EKU or a SAN no
+    builder would write."""
+    body = cert.tbs_certificate_bytes
+    tbs = der_elements(body[2 if body[1] < 0x80 else 2 + (body[1] & 0x7F):])
+    exts_seq = der_elements(tbs[-1][2 if tbs[-1][1] < 0x80 else 2 + (tbs[-1][1] & 0x7F):])[0]
+    inner = exts_seq[2 if exts_seq[1] < 0x80 else 2 + (exts_seq[1] & 0x7F):]
+    tbs[-1] = der_tlv(0xA3, der_tlv(0x30, inner + extension_der))
+    new_tbs = der_tlv(0x30, b"".join(tbs))
+    outer = der_elements(cert.public_bytes(serialization.Encoding.DER)[4:])
+    signature = issuer_key.sign(new_tbs, ec.ECDSA(hashes.SHA256()))
+    return x509.load_der_x509_certificate(der_tlv(0x30, new_tbs + outer[1] + der_tlv(0x03, b"\x00" + signature)))
+
+
+def extension(oid_der, value, critical=False):
+    return der_tlv(0x30, der_tlv(0x06, oid_der) + (der_tlv(0x01, b"\xff") if critical else b"") + der_tlv(0x04, value))
+
+
+EKU_OID = bytes([0x55, 0x1D, 0x25])
+SAN_OID = bytes([0x55, 0x1D, 0x11])
+CLIENT_AUTH_DER = der_tlv(0x06, bytes([0x2B, 0x06, 0x01, 0x05, 0x05, 0x07, 0x03, 0x02]))
+
+
 def gentime(text):
     return der_tlv(0x18, text.encode())
 
@@ -303,6 +326,16 @@ case("root with pathlen 1 above an intermediate with pathlen 0", [pl1], [leaf_of
 pl1_int2_key = ec_key()
 pl1_int2 = make(name("second-intermediate"), pl1_int2_key, pl1_int, pl1_int_key, ca=True)
 case("intermediate with pathlen 0 above another intermediate", [pl1], [leaf_of(pl1_int2, pl1_int2_key), pl1_int2, pl1_int], "refuse")
+
+# --- certificates Go cannot parse (refused at the handshake: crypto/tls fails on any) ---
+dup_eku = with_extension_der(leaf_of(root, root_key, eku=[SERVER, CLIENT], sans=None), root_key, extension(EKU_OID, der_tlv(0x30, CLIENT_AUTH_DER)))
+case("leaf with two extended key usage extensions", [root], [dup_eku], "refuse")
+bad_eku = with_extension_der(leaf_of(root, root_key, eku=None, sans=None), root_key, extension(EKU_OID, der_tlv(0x30, der_tlv(0x04, b"x"))))
+case("leaf whose extended key usage holds no OID", [root], [bad_eku], "refuse")
+bad_ip = with_extension_der(leaf_of(root, root_key, sans=None), root_key, extension(SAN_OID, der_tlv(0x30, der_tlv(0x87, b"\x7f\x00\x00\x01\x00"))))
+case("leaf with a 5-byte IP address SAN", [root], [bad_ip], "refuse")
+dup_san_ok = with_extension_der(leaf_of(root, root_key, sans=None), root_key, extension(SAN_OID, der_tlv(0x30, der_tlv(0x87, b"\x7f\x00\x00\x01"))))
+case("leaf whose SAN extension is written by hand", [root], [dup_san_ok], "accept")
 
 # --- host names (server side only) ---
 def named(*sans, **kw):
