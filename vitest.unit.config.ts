@@ -11,6 +11,7 @@ export const UNIT_TESTS = [
   'test/hub.test.ts',
   'test/manifests.test.ts',
   'test/sink-config.test.ts',
+  'test/sink-queue.test.ts',
   'test/tls-rotation.test.ts',
 ];
 

@@ -6,6 +6,8 @@ import type { Kind } from '../kinds.js';
 export interface QueuedEvent {
   kind: Kind;
   bytes: Buffer;
+  /** set once its room is given back (indexed, refused or given up) */
+  settled?: boolean;
 }
 
 export interface SinkQueueLimits {
@@ -14,12 +16,13 @@ export interface SinkQueueLimits {
 }
 
 export class SinkQueue {
-  private ring: (QueuedEvent | undefined)[];
+  private readonly ring: (QueuedEvent | undefined)[];
   private head = 0;
   private count = 0;
   /** events and bytes held: queued plus taken and not yet released */
   private heldEvents = 0;
   private heldBytes = 0;
+  private waitingBytes = 0;
   /** when the oldest queued event arrived (ms), for the flush interval */
   oldestAt = 0;
 
@@ -41,7 +44,9 @@ export class SinkQueue {
   }
 
   /** bytes waiting to be taken */
-  queuedBytes = 0;
+  get queuedBytes(): number {
+    return this.waitingBytes;
+  }
 
   /** false when the event does not fit: the caller counts the drop */
   push(kind: Kind, bytes: Buffer, now: number): boolean {
@@ -51,7 +56,7 @@ export class SinkQueue {
     this.count++;
     this.heldEvents++;
     this.heldBytes += bytes.length;
-    this.queuedBytes += bytes.length;
+    this.waitingBytes += bytes.length;
     return true;
   }
 
@@ -65,7 +70,7 @@ export class SinkQueue {
       this.head = (this.head + 1) % this.ring.length;
       this.count--;
       bytes += event.bytes.length;
-      this.queuedBytes -= event.bytes.length;
+      this.waitingBytes -= event.bytes.length;
       out.push(event);
     }
     // what is left arrived after what was taken; its exact age is not tracked, so the
@@ -78,19 +83,5 @@ export class SinkQueue {
   release(events: number, bytes: number): void {
     this.heldEvents -= events;
     this.heldBytes -= bytes;
-  }
-
-  /** Empties the queue; returns how many events were waiting (and releases them). */
-  clear(): number {
-    const n = this.count;
-    for (let i = 0; i < n; i++) {
-      const event = this.ring[(this.head + i) % this.ring.length]!;
-      this.release(1, event.bytes.length);
-    }
-    this.ring = new Array(this.limits.maxEvents);
-    this.head = 0;
-    this.count = 0;
-    this.queuedBytes = 0;
-    return n;
   }
 }

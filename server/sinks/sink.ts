@@ -68,7 +68,7 @@ interface Doc {
    * grows the old generation (measured: relay peak RSS 169 MiB with strings)
    */
   action: Buffer;
-  rawBytes: number;
+  event: QueuedEvent;
   attempts: number;
 }
 
@@ -184,8 +184,33 @@ export class Sink {
       await this.batchReady();
       if (this.queue.length === 0 || this.abort.signal.aborted) return;
       const taken = this.queue.take(this.opts.batchEvents, this.opts.batchBytes, Date.now());
-      await this.deliver(await this.toDocs(taken));
+      try {
+        await this.deliver(await this.toDocs(taken));
+      } catch (err) {
+        // a bug here must cost this batch, never the relay (an unhandled rejection would
+        // end the process) nor the sink's next batches
+        this.logger.error({ sink: this.name, err }, `${this.name} sink failed on a batch; its events are counted as failed`);
+        this.abandon(taken);
+        await this.sleep(this.backoff.next());
+      }
     }
+  }
+
+  /** Counts as failed, and gives back the room of, taken events not settled yet. */
+  private abandon(taken: readonly QueuedEvent[]): void {
+    for (const event of taken) {
+      if (event.settled) continue;
+      this.metrics.failed(event.kind).n++;
+      this.rejected[event.kind]!.n++;
+      this.release(event);
+    }
+  }
+
+  /** Gives back an event's room in the queue, once. */
+  private release(event: QueuedEvent): void {
+    if (event.settled) return;
+    event.settled = true;
+    this.queue.release(1, event.bytes.length);
   }
 
   /** Resolves when a full batch is queued, the oldest event waited flushMs, or on close. */
@@ -217,20 +242,21 @@ export class Sink {
     const docs: Doc[] = [];
     for (let i = 0; i < taken.length; i++) {
       if (i > 0 && i % RENDER_SLICE === 0) await yieldToEventLoop();
-      const { kind, bytes } = taken[i]!;
+      const event = taken[i]!;
+      const { kind, bytes } = event;
       const json = this.render[kind]!(bytes);
       if (json === undefined) {
         // counted as malformed by the renderer
-        this.queue.release(1, bytes.length);
+        this.release(event);
         continue;
       }
-      docs.push({ kind, action: Buffer.from(indexAction(this.config.indices[kind]!, documentId(kind, bytes), json)), rawBytes: bytes.length, attempts: 0 });
+      docs.push({ kind, action: Buffer.from(indexAction(this.config.indices[kind]!, documentId(kind, bytes), json)), event, attempts: 0 });
     }
     return docs;
   }
 
   private settle(doc: Doc): void {
-    this.queue.release(1, doc.rawBytes);
+    this.release(doc.event);
   }
 
   /** Sends docs until each is indexed, refused for good, or the shutdown deadline passes. */
