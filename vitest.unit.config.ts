@@ -13,6 +13,8 @@ export const UNIT_TESTS = [
   'test/status-view.test.ts',
   'test/status.test.ts',
   'test/scaleout-assignment.test.ts',
+  'test/sink-config.test.ts',
+  'test/sink-queue.test.ts',
   'test/tls-rotation.test.ts',
 ];
 

@@ -18,6 +18,8 @@
 //   fanout      1 node -> relay -> 1, 16, 64 consumers
 //   slow        4 nodes -> relay -> 3 consumers that keep up + 1 that stops reading its socket
 //   scale       200 nodes at a low rate, 500 idle consumers (+2 active ones): at rest, under load
+//   sink        5 000 alerts/s to the relay and one consumer, without and with Elasticsearch
+//               export into a local stand-in for the cluster (harness/search-cluster.ts)
 //
 // Measured: events delivered per second to consumers (a window after a warm-up), relay CPU
 // (utime+stime from /proc) and peak RSS (VmHWM), latency percentiles, drops and losses
@@ -44,7 +46,7 @@ const FLAGS = {
   scenarios: { type: 'list', default: [...SCENARIOS], form: SCENARIOS.join(','), help: 'scenarios to run', check: (v: unknown) => ((v as string[]).every((s) => (SCENARIOS as readonly string[]).includes(s)) ? undefined : `known scenarios: ${SCENARIOS.join(', ')}`) },
   json: { type: 'string', default: '', form: 'PATH', help: 'also write the results as JSON to PATH' },
   quick: { type: 'bool', default: false, help: 'about 1 s per run and small sizes (the smoke test)' },
-  latencyRate: { type: 'int', default: 5000, help: 'events/s into the relay (all nodes, all kinds) in the latency and slow scenarios' },
+  latencyRate: { type: 'int', default: 5000, help: 'events/s into the relay (all nodes, all kinds) in the latency and slow scenarios; alerts/s in the sink scenario' },
   relay: { type: 'string', default: '', form: 'PATH', help: 'relay entry point to benchmark (default: this build\'s dist/server/main.js)' },
   cpuProf: { type: 'string', default: '', form: 'DIR', help: 'run the relay with --cpu-prof, writing its profiles into DIR' },
   relayNodeArgs: { type: 'list', default: ['--max-semi-space-size=2'], form: 'ARG[,ARG...]', help: 'node options for the relay process (default: those of the container image)' },
@@ -100,7 +102,7 @@ export async function runBench(opts: BenchOptions): Promise<BenchReport> {
 export async function main(argv: string[]): Promise<number> {
   let flags;
   try {
-    flags = parseFlags(argv, FLAGS, { command: 'bench', summary: 'Benchmarks the relay: throughput, baselines, latency, fan-out, a slow consumer, scale. Every party a process on loopback, mutual TLS.' });
+    flags = parseFlags(argv, FLAGS, { command: 'bench', summary: 'Benchmarks the relay: throughput, baselines, latency, fan-out, a slow consumer, scale, a search-cluster sink. Every party a process on loopback, mutual TLS.' });
     if (flags._.length > 0) throw new UsageError(`unexpected argument: ${flags._[0]}`);
   } catch (e) {
     if (e instanceof HelpRequested) {

@@ -51,6 +51,8 @@ export interface RunResult {
   droppedNoConsumer: number | null;
   /** events that consumers which kept reading did not get (must be 0) */
   lost: number;
+  /** sink scenario: what the sink indexed and dropped (every alert the nodes sent must be indexed) */
+  sink?: { name: string; indexed: number; dropped: number; bulkRequests: number };
   /** the stalled consumer's counts (slow scenario) */
   stalledReceived?: number;
   /** scale-out: CPU and highest RSS of each relay and of nats-server during the window */
@@ -163,6 +165,9 @@ export function table(report: BenchReport): string {
     out.push(`   ${r.scenario} / ${r.variant}: ${r.processes!.map((p) => `${p.name} ${p.cpuPct.toFixed(0)}% CPU ${p.rssMaxMiB.toFixed(0)} MiB`).join(', ')}`);
   }
   const slow = report.runs.find((r) => r.scenario === 'slow');
+  for (const r of report.runs.filter((x) => x.sink)) {
+    out.push(`   ${r.variant}: ${r.sink!.indexed} of ${r.nodeSent.alert} alerts indexed in ${r.sink!.bulkRequests} bulk requests, ${r.sink!.dropped} dropped`);
+  }
   if (slow) out.push(`   slow consumer: ${slow.droppedQueueFull} events dropped for it (queue_full), it received ${slow.stalledReceived}; the ${slow.consumers - 1} others ${slow.load.eventsPerSec} events/s, lost ${slow.lost}`);
   return out.join('\n');
 }

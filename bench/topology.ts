@@ -7,6 +7,7 @@ import { fileURLToPath } from 'node:url';
 import type { Kind } from '../server/kinds.js';
 import { eventually } from '../harness/eventually.js';
 import { startNats, type NatsCluster } from '../harness/nats-server.js';
+import { startSearchCluster, type Flavour, type SearchCluster } from '../harness/search-cluster.js';
 import { metricSum } from '../harness/prom-text.js';
 import { Child, cpuSeconds, Histogram, memory } from './ipc.js';
 import type { ConsumerSetup, ConsumerStats } from './consumer.js';
@@ -50,6 +51,17 @@ export interface RunSpec {
   waitForDrops?: boolean;
   /** scale-out: this many relays over one JetStream server, consumers spread over them */
   scaleOutRelays?: number;
+  /** sink: the relay also indexes into this (a local stand-in for the cluster, in this process) */
+  sink?: Flavour;
+}
+
+function sinkKinds(flavour: Flavour): Kind[] {
+  return flavour === 'elasticsearch' ? ['alert'] : ['alert', 'log'];
+}
+
+/** The relay's environment that switches a sink on, as the KubeArmor operator sets it. */
+function sinkEnv(flavour: Flavour, url: string): Record<string, string> {
+  return flavour === 'elasticsearch' ? { ENABLE_DASHBOARDS: 'true', ES_URL: url } : { ENABLE_OPENSEARCH_DASHBOARD: 'true', OS_URL: url, OS_ALERTS_INDEX: 'kubearmor' };
 }
 
 export interface Ctx {
@@ -89,6 +101,7 @@ export async function runTopology(spec: RunSpec, ctx: Ctx): Promise<RunResult> {
   const groupProcs: Child[][] = spec.groups.map(() => []);
   const relays: RelayProcess[] = [];
   let nats: NatsCluster | undefined;
+  let cluster: SearchCluster | undefined;
   const errors: string[] = [];
   const loadAvg = loadavg().map((v) => Math.round(v * 100) / 100);
   try {
@@ -116,9 +129,11 @@ export async function runTopology(spec: RunSpec, ctx: Ctx): Promise<RunResult> {
     if (spec.via === 'relay') {
       const n = spec.scaleOutRelays ?? 0;
       if (n > 0) nats = await startNats(1);
+      if (spec.sink) cluster = await startSearchCluster({ flavour: spec.sink, keepSources: false });
+      const env = cluster ? { ...ctx.relayEnv, ...sinkEnv(cluster.flavour, cluster.url) } : ctx.relayEnv;
       for (let i = 0; i < Math.max(1, n); i++) {
         const scaleOutArgs = nats ? [`--natsUrl=${nats.urls}`, `--replicaId=bench-relay-${i}`, '--natsTls=false'] : [];
-        relays.push(await RelayProcess.start(ctx.relayMain, ctx.certDir, targets, [...(spec.relayArgs ?? []), ...scaleOutArgs], ctx.cpuProf, ctx.relayNodeArgs, ctx.relayEnv));
+        relays.push(await RelayProcess.start(ctx.relayMain, ctx.certDir, targets, [...(spec.relayArgs ?? []), ...scaleOutArgs], ctx.cpuProf, ctx.relayNodeArgs, env));
       }
       if (nats) await eventually(async () => (await relayMetricSum('kubearmor_relay_scaleout_replicas')) === n * n, 30_000, `${n} relays to see each other`);
       // scale-out: each node is dialled by --upstreamReplicas (default 2) relays
@@ -152,7 +167,9 @@ export async function runTopology(spec: RunSpec, ctx: Ctx): Promise<RunResult> {
     for (const kind of ALL_KINDS) {
       if (expected[kind] === 0) continue;
       if (relay) {
-        await eventually(async () => (await relayMetricSum('kubearmor_relay_clients', { kind })) === expected[kind], 30_000, `${expected[kind]} ${kind} consumers at the relay`);
+        // a sink is one more consumer of the kinds it indexes
+        const want = expected[kind] + (spec.sink && sinkKinds(spec.sink).includes(kind) ? relays.length : 0);
+        await eventually(async () => (await relayMetricSum('kubearmor_relay_clients', { kind })) === want, 30_000, `${want} ${kind} consumers at the relay`);
       } else if (spec.kinds.includes(kind)) {
         await eventually(async () => (await watchersOf(kind)) === targets.length * expected[kind], 30_000, `${expected[kind]} ${kind} consumers at every node`);
       }
@@ -266,6 +283,9 @@ export async function runTopology(spec: RunSpec, ctx: Ctx): Promise<RunResult> {
 
     const nodeSent: Record<Kind, number> = { alert: 0, log: 0, message: 0 };
     for (const s of settled.final) for (const k of ALL_KINDS) nodeSent[k] += s.sent[k];
+    if (cluster && relays.length > 0) {
+      await eventually(async () => (await relayMetricSum('kubearmor_relay_sink_queued_events')) === 0, 30_000, 'the sink to index what it holds').catch((err: Error) => errors.push(err.message));
+    }
     const metricsText = (await Promise.all(relays.map((r) => r.metrics()))).join('\n');
     const stalledReceived = spec.groups.some((g) => g.stall)
       ? settled.stats.flatMap((g, gi) => (spec.groups[gi]!.stall ? g : [])).reduce((n, s) => n + s.received.reduce((m, r) => m + sumKinds(r), 0), 0)
@@ -289,6 +309,16 @@ export async function runTopology(spec: RunSpec, ctx: Ctx): Promise<RunResult> {
       droppedQueueFull: relay ? metricSum(metricsText, 'kubearmor_relay_events_dropped_total', { reason: 'queue_full' }) : null,
       droppedNoConsumer: relay ? metricSum(metricsText, 'kubearmor_relay_events_dropped_total', { reason: 'no_consumer' }) : null,
       lost: settled.lost,
+      ...(cluster
+        ? {
+            sink: {
+              name: cluster.flavour,
+              indexed: metricSum(metricsText, 'kubearmor_relay_sink_indexed_total'),
+              dropped: metricSum(metricsText, 'kubearmor_relay_events_dropped_total', { reason: 'sink_full' }) + metricSum(metricsText, 'kubearmor_relay_events_dropped_total', { reason: 'sink_rejected' }),
+              bulkRequests: cluster.stats.bulkRequests,
+            },
+          }
+        : {}),
       ...(stalledReceived !== undefined ? { stalledReceived } : {}),
       ...(processes.length > 0 ? { processes } : {}),
       errors: [...new Set(errors)].slice(0, 5),
@@ -297,6 +327,7 @@ export async function runTopology(spec: RunSpec, ctx: Ctx): Promise<RunResult> {
     await Promise.all(groupProcs.flat().map((c) => c.stop()));
     await Promise.all(relays.map((r) => r.stop()));
     await nats?.close();
+    await cluster?.close();
     await Promise.all(nodeProcs.map((c) => c.stop()));
   }
 }

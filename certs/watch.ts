@@ -53,7 +53,7 @@ export async function readFileSet(dir: string, files: readonly string[]): Promis
  * waiting for a writer; the type is checked on the opened descriptor, so a swap between
  * check and read cannot slip a device or pipe in.
  */
-async function readBounded(path: string): Promise<{ text: string; mode: number }> {
+export async function readBounded(path: string): Promise<{ text: string; mode: number }> {
   const handle = await open(path, constants.O_RDONLY | constants.O_NONBLOCK);
   try {
     const stat = await handle.stat();

@@ -11,8 +11,10 @@ import { hostname } from 'node:os';
 import { KIND_BY_NAME } from './kinds.js';
 import type { Logger } from './logger.js';
 import { createMetrics } from './metrics.js';
-import { Relay } from './relay.js';
+import { Relay, type Flushable } from './relay.js';
 import type { NodeSource } from './upstreams.js';
+import { SINK_DEFAULTS } from './sinks/defaults.js';
+import { sinkConfigsFromEnv } from './sinks/config.js';
 import { StdoutExporter } from './stdout.js';
 import { PlaintextTransport, type Transport } from './transport.js';
 import type { EventTransform } from './upstream.js';
@@ -34,6 +36,9 @@ function chain(first: EventTransform, second: EventTransform | undefined): Event
 }
 
 export async function startApp(flags: RelayFlags, env: NodeJS.ProcessEnv, logger: Logger): Promise<App> {
+  // a sink switched on but misconfigured stops the start here, before anything listens
+  const sinkConfig = await sinkConfigsFromEnv(env);
+  for (const warning of sinkConfig.warnings) logger.warn(warning);
   const metrics = createMetrics();
   let manager: CertManager | undefined;
   let transport: Transport = new PlaintextTransport();
@@ -86,9 +91,23 @@ export async function startApp(flags: RelayFlags, env: NodeJS.ProcessEnv, logger
     certificates: manager,
     sinkFor: scaleOut?.sinkFor,
   });
+  let sinks: Flushable[] = [];
+  if (sinkConfig.sinks.length > 0) {
+    // the search clients are large: loaded only when a sink is on. Sinks subscribe before
+    // the relay dials any node, so they see every event from the first one
+    const { startSinks } = await import('./sinks/index.js');
+    const sinkOptions = {
+      ...SINK_DEFAULTS,
+      queue: { maxEvents: flags.sinkQueueSize, maxBytes: flags.sinkQueueBytes },
+      flushMs: flags.sinkFlushInterval,
+    };
+    sinks = await startSinks(sinkConfig.sinks, sinkOptions, relay.hub, metrics, logger);
+    for (const sink of sinks) relay.addSink(sink);
+  }
   try {
     await relay.start();
   } catch (err) {
+    await Promise.all(sinks.map((s) => s.close(Date.now())));
     manager?.close();
     throw err;
   }

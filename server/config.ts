@@ -2,6 +2,7 @@
 import { HANDSHAKE_DEFAULTS } from './handshake-gate.js';
 import { HUB_DEFAULTS } from './hub.js';
 import { UsageError, checks, parseFlags, type FlagTable, type ParsedFlags } from './flags.js';
+import { SINK_DEFAULTS } from './sinks/defaults.js';
 
 const LOG_LEVELS = ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'];
 
@@ -59,6 +60,24 @@ export const RELAY_FLAGS = {
     check: checks.atLeast(100),
     help: 'how long every consumer of a kind may be full (reads from nodes paused) before the full ones are treated as stalled and dropped for',
   },
+  sinkQueueSize: {
+    type: 'int',
+    default: SINK_DEFAULTS.queue.maxEvents,
+    help: 'events an Elasticsearch/OpenSearch sink may hold (queued and in flight) before it drops (counted as sink_full)',
+    check: checks.atLeast(1),
+  },
+  sinkQueueBytes: {
+    type: 'int',
+    default: SINK_DEFAULTS.queue.maxBytes,
+    help: 'event bytes an Elasticsearch/OpenSearch sink may hold before it drops (counted as sink_full)',
+    check: checks.atLeast(65536),
+  },
+  sinkFlushInterval: {
+    type: 'duration',
+    default: `${SINK_DEFAULTS.flushMs}ms`,
+    help: 'the longest an event waits for a bulk request to fill before it is sent anyway',
+    check: checks.atLeast(1),
+  },
   tlsEnabled: { type: 'bool', default: false, help: 'mutual TLS toward consumers and node daemons' },
   tlsCertPath: { type: 'string', default: '/var/lib/kubearmor/tls', form: 'DIR', help: 'directory with ca.crt (+ server.crt/key, client.crt/key for external; + ca.key for self)' },
   tlsCertProvider: { type: 'string', default: 'external', form: 'external|self', help: 'external: certificates mounted from secrets; self: issued by the relay from ca.crt/ca.key', check: checks.oneOf(['external', 'self']) },
@@ -112,6 +131,8 @@ export function parseRelayFlags(argv: readonly string[], env: NodeJS.ProcessEnv 
       '',
       'Subcommands: kubearmor-relay fake-node|logs|status|certs|seccomp --help',
       'Environment: ENABLE_STDOUT_ALERTS, ENABLE_STDOUT_LOGS, ENABLE_STDOUT_MSGS=true print events as JSON lines on stdout.',
+      '  ENABLE_DASHBOARDS=true (ES_URL, ES_ALERTS_INDEX, ES_USERNAME, ES_PASSWORD, ES_CA_CERT_PATH, ES_ALLOW_INSECURE_TLS) indexes alerts into Elasticsearch;',
+      '  ENABLE_OPENSEARCH_DASHBOARD=true (OS_URL, OS_ALERTS_INDEX, OS_USERNAME, OS_PASSWORD, OS_CA_CERT_PATH, OS_ALLOW_INSECURE_TLS) alerts and logs into OpenSearch.',
     ].join('\n'),
   }, env);
   const stray = flags._[0];

@@ -72,7 +72,7 @@ export class LogService {
     const channel = this.hub.channels[spec.kind];
     const peer = call.getPeer();
     const writer = createStreamWriter(call);
-    const sub = channel.subscribe(`${peer} ${spec.method}`, writer, { peer, filter, subject: this.peerSubject(peer) });
+    const sub = channel.subscribe(`${peer} ${spec.method}`, writer, { info: { peer, filter, subject: this.peerSubject(peer) } });
     this.calls.add(call);
     this.logger.info({ kind: spec.kind, client: peer, filter, clients: channel.subscribers.size, writer: writer.mode }, 'client joined');
     let left = false;

@@ -87,6 +87,8 @@ export class Subscriber {
     private readonly writer: EventWriter,
     private readonly limits: QueueLimits,
     readonly info: ConsumerInfo = { peer: label, filter: '' },
+    /** false for a consumer whose fullness must not pause node reads (see Channel.subscribe) */
+    readonly pacesReads = true,
   ) {
     this.ring = new Array(limits.maxEvents);
     writer.onDrain(() => this.onDrain());
@@ -186,8 +188,14 @@ export class Channel {
     }
   }
 
-  subscribe(label: string, writer: EventWriter, info?: ConsumerInfo): Subscriber {
-    const sub = new Subscriber(this.nextId++, label, this, writer, this.opts.queue, info);
+  /**
+   * `info` describes the consumer for /status. `pacesReads: false` is for a consumer that
+   * never pushes back and drops with its own count (a search-cluster sink): it is left out of
+   * the pause decision, so a gRPC consumer that falls behind still pauses node reads instead
+   * of losing events, as without it.
+   */
+  subscribe(label: string, writer: EventWriter, opts: { info?: ConsumerInfo; pacesReads?: boolean } = {}): Subscriber {
+    const sub = new Subscriber(this.nextId++, label, this, writer, this.opts.queue, opts.info ?? { peer: label, filter: '' }, opts.pacesReads ?? true);
     this.subscribers.add(sub);
     this.reconsider();
     return sub;
@@ -216,7 +224,7 @@ export class Channel {
     let active = 0;
     let full = 0;
     for (const sub of this.subscribers) {
-      if (sub.stalled) continue;
+      if (sub.stalled || !sub.pacesReads) continue;
       active++;
       if (sub.full) full++;
     }

@@ -7,7 +7,7 @@
 import { Counter, Gauge, Registry, collectDefaultMetrics } from 'prom-client';
 import type { Kind } from './kinds.js';
 
-export type DropReason = 'queue_full' | 'no_consumer' | 'malformed' | 'oversize';
+export type DropReason = 'queue_full' | 'no_consumer' | 'malformed' | 'oversize' | 'sink_full' | 'sink_rejected';
 
 /** A per-event count that is folded into its counter at scrape time. */
 export interface Tally {

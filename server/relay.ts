@@ -39,8 +39,14 @@ export interface RelayOptions {
   sinkFor?: SinkFor;
 }
 
-/** How long a graceful close may take before streams are cut. */
+/** How long a graceful close may take before streams are cut (and sinks stop flushing). */
 const SHUTDOWN_GRACE_MS = 3000;
+
+/** A consumer of the hub that must finish its work on shutdown (the search-cluster sinks). */
+export interface Flushable {
+  /** stops taking events and delivers what it holds until `deadline` (ms since the epoch) */
+  close(deadline: number): Promise<void>;
+}
 
 // Toward consumers: ping idle connections every 5 s like the reference relay (keeps
 // kubectl port-forward paths alive) and accept client pings without active calls.
@@ -61,6 +67,7 @@ export class Relay {
   private readonly logService: LogService;
   private readonly health: HealthImplementation;
   private stdout: StdoutExporter | undefined;
+  private readonly sinks: Flushable[] = [];
   private listening: Listening | undefined;
   private http: HttpEndpoints | undefined;
   private ready = false;
@@ -138,7 +145,11 @@ export class Relay {
     this.status.start();
   }
 
-  /** Stops accepting, ends consumer streams with UNAVAILABLE, closes upstreams. */
+  addSink(sink: Flushable): void {
+    this.sinks.push(sink);
+  }
+
+  /** Stops accepting, ends consumer streams with UNAVAILABLE, closes upstreams, flushes sinks. */
   close(): Promise<void> {
     this.closing ??= this.doClose();
     return this.closing;
@@ -152,6 +163,8 @@ export class Relay {
     this.health.setStatus('feeder.LogService', 'NOT_SERVING');
     await this.listening?.close();
     this.upstreams.close();
+    // no event arrives any more: sinks flush what they hold while consumer streams drain
+    const sinksFlushed = Promise.all(this.sinks.map((s) => s.close(Date.now() + SHUTDOWN_GRACE_MS)));
     // GOAWAY first (tryShutdown), so a consumer reconnecting after UNAVAILABLE goes to a
     // new connection, i.e. another replica, not back to this one.
     const drained = new Promise<void>((resolve) => {
@@ -166,6 +179,7 @@ export class Relay {
     });
     this.logService.endAll('relay shutting down; reconnect');
     await drained;
+    await sinksFlushed;
     await this.stdout?.close();
     this.hub.close();
     await this.http?.close();

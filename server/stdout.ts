@@ -7,6 +7,24 @@ import { KINDS, type KindSpec } from './kinds.js';
 import type { RelayMetrics } from './metrics.js';
 import { toJsonLine } from './proto.js';
 
+/**
+ * The export's JSON rendering of one event (protobuf field names in declaration order, as
+ * the reference relay prints them), shared by every exporter so they print the same
+ * document. Bytes a node sent that do not decode are counted as malformed and yield
+ * undefined: never a crash.
+ */
+export function jsonRenderer(spec: KindSpec, metrics: RelayMetrics): (bytes: Buffer) => string | undefined {
+  const malformed = metrics.dropped.tally({ kind: spec.kind, reason: 'malformed' });
+  return (bytes) => {
+    try {
+      return toJsonLine(spec.type, bytes);
+    } catch {
+      malformed.n++;
+      return undefined;
+    }
+  };
+}
+
 export class StdoutExporter {
   private readonly out: WriteStream;
   private readonly subs: Subscriber[] = [];
@@ -18,19 +36,12 @@ export class StdoutExporter {
     this.out = createWriteStream('', { fd, autoClose: false, highWaterMark: 256 * 1024 });
     this.out.on('error', () => {}); // a closed stdout must not crash the relay
     for (const spec of kinds) {
-      const malformed = metrics.dropped.tally({ kind: spec.kind, reason: 'malformed' });
+      const render = jsonRenderer(spec, metrics);
       this.subs.push(
         hub.channels[spec.kind].subscribe(`stdout ${spec.method}`, {
           write: (bytes) => {
-            let line: string;
-            try {
-              line = toJsonLine(spec.type, bytes);
-            } catch {
-              // bytes a node sent that do not decode: counted, never a crash
-              malformed.n++;
-              return true;
-            }
-            return this.out.write(`${line}\n`);
+            const line = render(bytes);
+            return line === undefined || this.out.write(`${line}\n`);
           },
           onDrain: (cb) => this.out.on('drain', cb),
         }),

@@ -42,9 +42,13 @@ describe('npm run bench --quick', () => {
     expect(report.machine.cores).toBeGreaterThan(0);
     expect(report.machine.node).toBe(process.version);
     const variants = report.runs.map((r) => `${r.scenario}/${r.via}`);
-    for (const v of ['throughput/relay', 'baseline/direct', 'baseline/relay', 'latency/relay', 'latency/direct', 'fanout/relay', 'slow/relay', 'scale/relay', 'scaleout/relay']) {
+    for (const v of ['throughput/relay', 'baseline/direct', 'baseline/relay', 'latency/relay', 'latency/direct', 'fanout/relay', 'slow/relay', 'scale/relay', 'scaleout/relay', 'sink/relay']) {
       expect(variants).toContain(v);
     }
+    // with the Elasticsearch sink on, every alert the nodes sent was indexed, none dropped
+    const sink = report.runs.find((r) => r.scenario === 'sink' && r.sink)!.sink!;
+    expect(sink.indexed).toBe(report.runs.find((r) => r.scenario === 'sink' && r.sink)!.nodeSent.alert);
+    expect(sink.dropped).toBe(0);
     expect(report.runs.filter((r) => r.scenario === 'fanout').map((r) => r.consumers)).toEqual([1, 4]);
 
     for (const r of report.runs) {

@@ -84,6 +84,28 @@ describe('Hub', () => {
     expect(flow).toEqual([true, false]);
   });
 
+  it('pauses reads for a full consumer even while a consumer that does not pace reads (a sink) takes everything', () => {
+    const { hub } = makeHub(2);
+    const flow: boolean[] = [];
+    hub.channels.alert.onFlow((paused) => flow.push(paused));
+    const grpc = new FakeWriter(1);
+    const sink = new FakeWriter(1_000_000);
+    hub.channels.alert.subscribe('grpc', grpc);
+    hub.channels.alert.subscribe('sink', sink, { pacesReads: false });
+    for (let i = 0; i < 3; i++) hub.channels.alert.publish(ev(i));
+    expect(flow).toEqual([true]);
+    expect(sink.written).toHaveLength(3);
+  });
+
+  it('never pauses reads for a consumer that does not pace them, alone on its kind', () => {
+    const { hub } = makeHub(2);
+    const flow: boolean[] = [];
+    hub.channels.alert.onFlow((paused) => flow.push(paused));
+    hub.channels.alert.subscribe('sink', new FakeWriter(1), { pacesReads: false });
+    for (let i = 0; i < 5; i++) hub.channels.alert.publish(ev(i));
+    expect(flow).toEqual([]);
+  });
+
   it('counts events that arrive while nobody is subscribed', async () => {
     const { hub, metrics } = makeHub();
     hub.channels.log.publish(ev(1));
