@@ -12,6 +12,9 @@ import type { Kind } from '../../server/kinds.js';
 import type { EventObject } from '../../server/proto.js';
 
 /** Debian's interpreter, where python3-grpcio lives (a pyenv `python3` on PATH lacks it). */
+/** how long a peer may take to exit after SIGTERM before it is killed */
+const STOP_GRACE_MS = 5000;
+
 export const PYTHON = process.env.KUBEARMOR_TEST_PYTHON ?? '/usr/bin/python3';
 
 const ROOT = fileURLToPath(new URL('../../', import.meta.url));
@@ -89,8 +92,14 @@ export async function startPythonNode(events: EventsByKind, port = 0): Promise<P
     port: bound,
     target: `127.0.0.1:${bound}`,
     async stop() {
-      if (child.exitCode === null) child.kill('SIGTERM');
-      return exited;
+      if (child.exitCode === null && child.signalCode === null) child.kill('SIGTERM');
+      // a Python gRPC server that does not finish its shutdown must not hang the suite
+      const escalate = setTimeout(() => child.kill('SIGKILL'), STOP_GRACE_MS);
+      try {
+        return await exited;
+      } finally {
+        clearTimeout(escalate);
+      }
     },
   };
 }

@@ -72,15 +72,17 @@ def main():
     if port == 0:
         print(f"python_node: cannot listen on {args.host}:{args.port}", file=sys.stderr)
         return 1
-    server.start()
-    print(json.dumps({"listening": port}), flush=True)
-
     def stop(*_):
         stopping.set()
 
+    # before "listening" is printed: a SIGTERM right after it must find the handler
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
-    stopping.wait()
+    server.start()
+    print(json.dumps({"listening": port}), flush=True)
+    # a timeout keeps the main thread waking up, so the signal handler always gets to run
+    while not stopping.wait(0.5):
+        pass
     server.stop(0).wait()
     return 0
 
