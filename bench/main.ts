@@ -49,7 +49,7 @@ const FLAGS = {
   latencyRate: { type: 'int', default: 5000, help: 'events/s into the relay (all nodes, all kinds) in the latency and slow scenarios; alerts/s in the sink scenario' },
   relay: { type: 'string', default: '', form: 'PATH', help: 'relay entry point to benchmark (default: this build\'s dist/server/main.js)' },
   cpuProf: { type: 'string', default: '', form: 'DIR', help: 'run the relay with --cpu-prof, writing its profiles into DIR' },
-  relayNodeArgs: { type: 'list', default: ['--max-semi-space-size=2'], form: 'ARG[,ARG...]', help: 'node options for the relay process (default: those of the container image)' },
+  relayNodeArgs: { type: 'list', default: ['--max-semi-space-size=1'], form: 'ARG[,ARG...]', help: 'node options for the relay process (default: those of the container image)' },
   relayEnv: { type: 'list', default: [], form: 'K=V[,K=V...]', help: 'extra environment of the relay process, e.g. MALLOC_ARENA_MAX=2' },
 } satisfies FlagTable;
 

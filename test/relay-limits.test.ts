@@ -73,7 +73,7 @@ describe('events a node daemon sends', () => {
       }
     }
     await eventually(async () => metricValue(await r.metrics(), 'kubearmor_relay_clients', { kind: 'message' }) === 4, 10_000, 'twelve consumers');
-    const PER_KIND = 600;
+    const PER_KIND = 1500;
     const maxSize = await startFakeNode({ port: portA, nodeName: 'max-size', rate: 0, count: PER_KIND, eventBytes: HUB_DEFAULTS.maxEventBytes - 1024 });
     const hostile = await startFakeNode({ port: portB, nodeName: 'hostile', rate: 20, count: 20, kinds: ['alert'], eventBytes: 8 * MIB });
     cleanups.push(() => maxSize.close(), () => hostile.close());
