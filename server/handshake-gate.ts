@@ -14,7 +14,7 @@ export interface HandshakeLimits {
   timeoutMs: number;
 }
 
-export const HANDSHAKE_DEFAULTS: Readonly<HandshakeLimits> = Object.freeze({ maxPending: 128, maxPendingPerSource: 32, timeoutMs: 10_000 });
+export const HANDSHAKE_DEFAULTS: Readonly<HandshakeLimits> = Object.freeze({ maxPending: 256, maxPendingPerSource: 128, timeoutMs: 10_000 });
 
 export type GateRefusal = 'too_many_pending' | 'timeout';
 
