@@ -18,6 +18,7 @@
 // to `notBeforeSkewMs` ahead of our clock (karmor stamps it with the client's clock).
 import { constants, verify as verifySignature } from 'node:crypto';
 import { isIP } from 'node:net';
+import { certLabel, isoSeconds, oneLineName } from './pem.js';
 import { type Certificate, type IpRange, KEY_USAGE_CERT_SIGN, OID, SAN_TAG, domainToReverseLabels, uriHost } from './x509.js';
 
 export type ChainFailureReason =
@@ -101,12 +102,8 @@ function sameBytes(a: Buffer | undefined, b: Buffer | undefined): boolean {
 }
 
 /** "O=kubearmor, CN=x serial 0A1B", the form every certificate message uses */
-export function describe(cert: Certificate): string {
-  return `${oneLine(cert.node.subject)} serial ${cert.node.serialNumber}`;
-}
-
-function oneLine(name: string): string {
-  return name.split('\n').filter(Boolean).join(', ');
+function describe(cert: Certificate): string {
+  return certLabel(cert.node);
 }
 
 function failure(reason: ChainFailureReason, detail: string): ChainFailure {
@@ -138,12 +135,13 @@ export function verifyChain(leaf: Certificate, roots: CertPool, options: ChainOp
     candidates = built;
   }
   const wanted = options.purpose === 'server' ? OID.ekuServerAuth : OID.ekuClientAuth;
-  const chain = candidates.find((c) => chainAllowsUsage(c, wanted));
+  // Go's checkChainForKeyUsage: every certificate of the chain must allow the usage
+  const chain = candidates.find((c) => c.every((cert) => allowsUsage(cert, wanted)));
   if (!chain) {
     return failure(
       'bad_key_usage',
       `${context.leafName} ${describe(leaf)} is not valid for ${options.purpose === 'server' ? 'serverAuth' : 'clientAuth'}: the extended key usage of ${
-        leafHasUsage(leaf, wanted) ? 'an issuing CA' : 'the certificate'
+        allowsUsage(leaf, wanted) ? 'an issuing CA' : 'the certificate'
       } excludes it (certificate: ${leaf.extKeyUsage.join(', ') || 'any'})`,
     );
   }
@@ -188,7 +186,7 @@ function buildChains(cert: Certificate, current: Certificate[], context: Context
   for (const intermediate of context.intermediates.potentialParents(cert)) consider('intermediate', intermediate);
   if (chains.length > 0) return chains;
   if (error) return error;
-  const what = `${current.length === 1 ? context.leafName : 'intermediate CA'} ${describe(cert)} issued by "${oneLine(cert.node.issuer)}"`;
+  const what = `${current.length === 1 ? context.leafName : 'intermediate CA'} ${describe(cert)} issued by "${oneLineName(cert.node.issuer)}"`;
   if (hint) return { ...hint, detail: `${what} has no usable issuer: ${hint.detail}` };
   return failure('unknown_authority', `${what} is not signed by any trusted CA`);
 }
@@ -209,14 +207,22 @@ function sanExtension(cert: Certificate): Buffer | undefined {
   return cert.san ? Buffer.concat(cert.san.map((e) => Buffer.concat([Buffer.from([e.tag & 0xff]), e.data]))) : undefined;
 }
 
+/** Why Go's CheckSignatureFrom would not let `cert` sign anything; undefined when it may. */
+function signingRefusal(cert: Certificate): string | undefined {
+  if ((cert.version === 3 && !cert.basicConstraintsValid) || (cert.basicConstraintsValid && !cert.isCA)) return 'is not a CA (basicConstraints cA is not TRUE)';
+  if (cert.keyUsage !== 0 && (cert.keyUsage & KEY_USAGE_CERT_SIGN) === 0) return 'has a key usage without keyCertSign';
+  return undefined;
+}
+
+/** Whether a certificate may issue others, as Go decides it. */
+export function canSign(cert: Certificate): boolean {
+  return signingRefusal(cert) === undefined;
+}
+
 /** Go's CheckSignatureFrom: may `parent` sign, and does its key verify `child`? */
 function checkSignatureFrom(child: Certificate, parent: Certificate): ChainFailure | undefined {
-  if ((parent.version === 3 && !parent.basicConstraintsValid) || (parent.basicConstraintsValid && !parent.isCA)) {
-    return failure('not_a_ca', `${describe(parent)} is not a CA (basicConstraints cA is not TRUE) and cannot sign certificates`);
-  }
-  if (parent.keyUsage !== 0 && (parent.keyUsage & KEY_USAGE_CERT_SIGN) === 0) {
-    return failure('not_a_ca', `${describe(parent)} has a key usage without keyCertSign and cannot sign certificates`);
-  }
+  const refusal = signingRefusal(parent);
+  if (refusal) return failure('not_a_ca', `${describe(parent)} ${refusal} and cannot sign certificates`);
   return checkSignature(child, parent);
 }
 
@@ -264,10 +270,10 @@ function isValid(cert: Certificate, type: CertType, current: readonly Certificat
     return failure('critical_extension', `${role} ${describe(cert)} has an unhandled critical extension (${cert.unhandledCritical.join(', ')})`);
   }
   if (context.now + context.skew < cert.notBefore.getTime()) {
-    return failure('not_yet_valid', `${role} ${describe(cert)} is not valid before ${iso(cert.notBefore)}`);
+    return failure('not_yet_valid', `${role} ${describe(cert)} is not valid before ${isoSeconds(cert.notBefore)}`);
   }
   if (context.now > cert.notAfter.getTime()) {
-    return failure('expired', `${role} ${describe(cert)} expired at ${iso(cert.notAfter)}`);
+    return failure('expired', `${role} ${describe(cert)} expired at ${isoSeconds(cert.notAfter)}`);
   }
   if (type !== 'leaf' && cert.nameConstraints) {
     const problem = checkNameConstraints(cert, current);
@@ -280,12 +286,6 @@ function isValid(cert: Certificate, type: CertType, current: readonly Certificat
     return failure('path_length', `${role} ${describe(cert)} allows ${cert.maxPathLen} intermediate(s) below it, the path has ${current.length - 1}`);
   }
   return undefined;
-}
-
-export function iso(date: Date): string {
-  const year = date.getUTCFullYear();
-  if (year >= 0 && year <= 9999) return date.toISOString().replace(/\.\d{3}Z$/, 'Z');
-  return `year ${year}`;
 }
 
 function checkNameConstraints(ca: Certificate, current: readonly Certificate[]): ChainFailure | undefined {
@@ -400,13 +400,9 @@ function formatIp(data: Buffer): string {
   return groups.join(':');
 }
 
-/** Go's checkChainForKeyUsage: every certificate with an EKU must allow the usage (or any). */
-function chainAllowsUsage(chain: readonly Certificate[], usage: string): boolean {
-  return chain.every((cert) => cert.extKeyUsage.length === 0 || cert.extKeyUsage.includes(OID.ekuAny) || cert.extKeyUsage.includes(usage));
-}
-
-function leafHasUsage(leaf: Certificate, usage: string): boolean {
-  return leaf.extKeyUsage.length === 0 || leaf.extKeyUsage.includes(OID.ekuAny) || leaf.extKeyUsage.includes(usage);
+/** One certificate's part of Go's checkChainForKeyUsage: no EKU, anyExtendedKeyUsage, or the usage. */
+function allowsUsage(cert: Certificate, usage: string): boolean {
+  return cert.extKeyUsage.length === 0 || cert.extKeyUsage.includes(OID.ekuAny) || cert.extKeyUsage.includes(usage);
 }
 
 /** Go's VerifyHostname: IPs against IP SANs; names against DNS SANs, a whole left-most '*' label only. */

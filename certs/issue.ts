@@ -8,7 +8,7 @@ import { isIP } from 'node:net';
 import * as x509 from '@peculiar/x509';
 import type { Role } from './material.js';
 import { certLabel, keyMatchesCertificate, notAfter, parseCertificates, parsePrivateKey, webCryptoCurve } from './pem.js';
-import { canSign } from './verify.js';
+import { canSign } from './chain.js';
 import { parseCertificate as parseDer } from './x509.js';
 
 // Node's WebCrypto is the provider; @peculiar/x509 is written against the same API.

@@ -4,9 +4,9 @@
 // handshakes into its inputs and its answers into precise, loggable reasons.
 import type { X509Certificate } from 'node:crypto';
 import type { Identity, Role, TrustBundle } from './material.js';
-import { CertPool, type ChainFailureReason, verifyChain } from './chain.js';
-import { certLabel, keyMatchesCertificate, notAfter, notBefore, oneLineName, parseCertificates, parsePrivateKey } from './pem.js';
-import { type Certificate, KEY_USAGE_CERT_SIGN, parseCertificate as parseDer } from './x509.js';
+import { CertPool, type ChainFailureReason, canSign, verifyChain } from './chain.js';
+import { certLabel, isoSeconds, keyMatchesCertificate, notAfter, notBefore, oneLineName, parseCertificates, parsePrivateKey } from './pem.js';
+import { type Certificate, parseCertificate as parseDer } from './x509.js';
 
 /**
  * Allowance for a peer whose clock runs ahead of ours: karmor stamps NotBefore with the
@@ -90,25 +90,15 @@ function describeBundle(bundle: TrustBundle): string {
   return bundle.certs.map((ca) => oneLineName(ca.subject)).join(' | ');
 }
 
-/** Whether a certificate may issue others, as Go's CheckSignatureFrom decides it. */
-export function canSign(cert: Certificate): boolean {
-  if ((cert.version === 3 && !cert.basicConstraintsValid) || (cert.basicConstraintsValid && !cert.isCA)) return false;
-  return cert.keyUsage === 0 || (cert.keyUsage & KEY_USAGE_CERT_SIGN) !== 0;
-}
-
 /** Validity window check of material we hold (a CA we sign with); `what` names it. */
 export function checkValidity(cert: X509Certificate, now: Date, what: string): Failure | undefined {
   const from = notBefore(cert);
   const until = notAfter(cert);
-  if (now.getTime() > until.getTime()) return { ok: false, reason: 'expired', detail: `${what} ${certLabel(cert)} expired at ${isoDate(until)}` };
+  if (now.getTime() > until.getTime()) return { ok: false, reason: 'expired', detail: `${what} ${certLabel(cert)} expired at ${isoSeconds(until)}` };
   if (now.getTime() + NOT_BEFORE_SKEW_MS < from.getTime()) {
-    return { ok: false, reason: 'not_yet_valid', detail: `${what} ${certLabel(cert)} is not valid before ${isoDate(from)}` };
+    return { ok: false, reason: 'not_yet_valid', detail: `${what} ${certLabel(cert)} is not valid before ${isoSeconds(from)}` };
   }
   return undefined;
-}
-
-function isoDate(date: Date): string {
-  return date.toISOString().replace(/\.\d{3}Z$/, 'Z');
 }
 
 /**

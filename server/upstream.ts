@@ -230,13 +230,14 @@ export class Upstream {
     stream.on('data', (bytes: Buffer) => {
       tally.n++;
       if (first) {
+        // once per stream, never per event: the node's name for /status, and a stream that
+        // delivers again ends the oversize back-off
         first = false;
         this.resubscribe.get(spec.kind)?.reset();
+        this.learnName(spec.kind, bytes);
       }
       channel.publish(transform ? transform(spec.kind, bytes) : bytes);
     });
-    // The node's name, for /status: one decode per session, never on the per-event path.
-    stream.once('data', (bytes: Buffer) => this.learnName(spec.kind, bytes));
     if (channel.paused) stream.pause();
     // 'error' carries the non-OK status; 'status' always comes last, OK or not.
     stream.on('error', () => {});
