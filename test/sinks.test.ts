@@ -55,7 +55,7 @@ describe('Elasticsearch export (ENABLE_DASHBOARDS=true)', () => {
     const relay = await relayWith(ports, { ENABLE_DASHBOARDS: 'true', ES_URL: es.url, ES_ALERTS_INDEX: 'kubearmor-alerts-test', ENABLE_STDOUT_ALERTS: 'true' });
     const nodes = await Promise.all(ports.map((p, i) => node(p, `node-${i}`, { count: 300, rate: 1000 })));
     await Promise.all(nodes.map((n) => n.finished('alert')));
-    await eventually(() => es.docs('kubearmor-alerts-test').size >= 600 && relay.stdoutLines.length >= 600, 30_000, 'every alert indexed and printed');
+    await eventually(() => es.docs('kubearmor-alerts-test').size >= 600 && relay.stdoutLines.length >= 600, 60_000, 'every alert indexed and printed');
     await eventually(async () => (await metric(relay, 'kubearmor_relay_sink_queued_events')) === 0, 10_000, 'the sink to settle');
 
     expect(es.docs('kubearmor-alerts-test').size).toBe(600);
