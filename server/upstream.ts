@@ -30,6 +30,8 @@ export interface EventSink {
   onFlow(listener: (paused: boolean) => void): () => void;
   /** a new session with the node begins (its watch streams are about to open) */
   sessionStarted?(): void;
+  /** the session ended: what comes next follows a gap */
+  sessionEnded?(): void;
 }
 
 /** The sink of one node and kind; called once per upstream and kind. */
@@ -311,6 +313,7 @@ export class Upstream {
     if (wasConnected) this.since = now; // a failed redial changes nothing: disconnected since the loss
     this.lastError = { reason, at: now };
     this.teardown();
+    if (wasConnected) for (const spec of KINDS) this.sinks[spec.kind].sessionEnded?.();
     this.opts.metrics.upstreamConnected.set({ node: this.address }, 0);
     const delay = this.backoff.next();
     if (wasConnected) this.log.warn({ reason, retryInMs: delay }, 'node lost');

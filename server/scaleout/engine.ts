@@ -6,7 +6,7 @@ import { DiscardPolicy, jetstreamManager, RetentionPolicy, StorageType, type Jet
 import { Kvm, type KV } from '@nats-io/kv';
 import type { TlsMaterial, TlsMaterialSource } from '../../certs/material.js';
 import type { Logger } from '../logger.js';
-import { membersBucket, STREAM_SUBJECTS } from './subjects.js';
+import { leasesBucket, membersBucket, STREAM_SUBJECTS } from './subjects.js';
 
 export interface EngineOptions {
   servers: readonly string[];
@@ -50,6 +50,8 @@ export interface Engine {
   nc: NatsConnection;
   jsm: JetStreamManager;
   kv: KV;
+  /** one key per node and kind: who publishes it (max age = the membership TTL) */
+  leases: KV;
   close(): Promise<void>;
 }
 
@@ -74,11 +76,15 @@ export async function connectEngine(opts: EngineOptions): Promise<Engine> {
   try {
     const jsm = await jetstreamManager(nc);
     await ensureStream(jsm, opts);
-    const kv = await new Kvm(nc).create(membersBucket(opts.stream), { ttl: opts.membershipTtlMs, history: 1, replicas: opts.streamReplicas });
+    const kvm = new Kvm(nc);
+    const bucket = { ttl: opts.membershipTtlMs, history: 1, replicas: opts.streamReplicas };
+    const kv = await kvm.create(membersBucket(opts.stream), bucket);
+    const leases = await kvm.create(leasesBucket(opts.stream), bucket);
     return {
       nc,
       jsm,
       kv,
+      leases,
       close: async () => {
         tls?.stop();
         await nc.drain().catch(() => nc.close());

@@ -14,7 +14,7 @@ import type { Channel } from '../hub.js';
 import type { Kind } from '../kinds.js';
 import type { Logger } from '../logger.js';
 import type { Tally } from '../metrics.js';
-import type { JoinIndex } from './publisher.js';
+import type { StoredIndex as JoinIndex } from './publisher.js';
 import { kindFilter } from './subjects.js';
 
 export interface FeederOptions {

@@ -18,7 +18,7 @@ import { connectEngine, type Engine, type EngineOptions } from './engine.js';
 import { Feeder } from './feeder.js';
 import { Membership } from './membership.js';
 import { createScaleOutMetrics, type ScaleOutMetrics } from './metrics.js';
-import { JetStreamSink, JoinIndex } from './publisher.js';
+import { AckRouter, JetStreamSink, StoredIndex } from './publisher.js';
 import { memberKey } from './subjects.js';
 
 export interface ScaleOutOptions extends Omit<EngineOptions, 'name' | 'logger'> {
@@ -36,7 +36,7 @@ export interface RelayParts {
   addReadinessCheck(check: () => boolean): void;
 }
 
-const SINK_LIMITS = { maxPending: 1024, maxPendingBytes: 2 * 1024 * 1024, ackTimeoutMs: 3000, joinHoldMs: 1000 };
+const SINK_LIMITS = { maxPending: 1024, maxPendingBytes: 2 * 1024 * 1024, ackTimeoutMs: 3000 };
 // at most this many events reach the hub after it asks to pause: within its queues' headroom
 const FEED_BATCH = 128;
 
@@ -53,7 +53,10 @@ export class ScaleOut {
   private relay: RelayParts | undefined;
   private connected = false;
   private assigned: readonly string[] = [];
-  private readonly joins = new JoinIndex();
+  private readonly stored = new StoredIndex();
+  private readonly sinks = new Set<JetStreamSink>();
+  private readonly closing = new Set<Promise<void>>();
+  private router: AckRouter | undefined;
   private closed = false;
   private starting: Promise<void> | undefined;
 
@@ -65,8 +68,26 @@ export class ScaleOut {
       consumerPending: (kind: Kind) => this.feeders.find((f) => f.kind === kind)?.pending ?? 0,
       assignedNodes: () => this.assigned.length,
       liveReplicas: () => this.membership?.replicas.length ?? 0,
+      holding: () => {
+        let n = 0;
+        for (const s of this.sinks) if (s.holding) n++;
+        return n;
+      },
     });
-    const sinkOpts = { js: () => this.js, joins: this.joins, metrics: this.metrics, logger: this.log, ...SINK_LIMITS };
+    const sinkOpts = {
+      replica: this.key,
+      router: () => this.router,
+      leases: () => this.engine?.leases,
+      index: this.stored,
+      live: this.sinks,
+      closing: this.closing,
+      tallies: (kind: Kind) => this.metrics.publishTallies(kind),
+      logger: this.log,
+      leaseTtlMs: opts.membershipTtlMs,
+      // every standby ticks (leaseTtl / 4) at least once while a new holder settles
+      settleMs: Math.floor(opts.membershipTtlMs / 4) + 300,
+      ...SINK_LIMITS,
+    };
     this.sinkFor = (node, kind) => new JetStreamSink(node, kind, sinkOpts);
   }
 
@@ -89,7 +110,10 @@ export class ScaleOut {
     await Promise.race([this.starting, new Promise((resolve) => setTimeout(resolve, 1000).unref())]);
     await this.membership?.close();
     this.relay?.upstreams.setTargets('assigned', []);
+    // holders publish what they read and release their leases, so standbys continue at once
+    await Promise.all([...this.closing]);
     await Promise.all(this.feeders.map((f) => f.close()));
+    this.router?.close();
     await this.engine?.close();
     this.connected = false;
   }
@@ -113,12 +137,13 @@ export class ScaleOut {
       return;
     }
     this.js = jetstream(engine.nc);
+    this.router = new AckRouter(engine.nc);
     void this.watchStatus(engine);
     const startAfter = (await engine.jsm.streams.info(opts.stream)).state.last_seq;
     const hub = this.relay!.hub;
     this.feeders = KINDS.map(
       ({ kind }) =>
-        new Feeder({ js: this.js!, stream: opts.stream, startAfter, kind, channel: hub.channels[kind], delivered: this.metrics.delivered(kind), logger: this.log, batch: FEED_BATCH, joins: this.joins }),
+        new Feeder({ js: this.js!, stream: opts.stream, startAfter, kind, channel: hub.channels[kind], delivered: this.metrics.delivered(kind), logger: this.log, batch: FEED_BATCH, joins: this.stored }),
     );
     this.membership = new Membership({
       kv: engine.kv,

@@ -7,6 +7,8 @@ export interface PublishTallies {
   published: Tally;
   duplicates: Tally;
   failures: Tally;
+  /** events this replica read that no replica stored (a holder that began reading after them) */
+  gap: Tally;
 }
 
 export interface ScaleOutProbe {
@@ -14,6 +16,8 @@ export interface ScaleOutProbe {
   consumerPending(kind: Kind): number;
   assignedNodes(): number;
   liveReplicas(): number;
+  /** node-and-kind streams this replica publishes (holds the lease of) */
+  holding(): number;
 }
 
 export interface ScaleOutMetrics {
@@ -54,6 +58,14 @@ export function createScaleOutMetrics(relay: RelayMetrics, probe: ScaleOutProbe)
     },
   });
   new Gauge({
+    name: 'kubearmor_relay_scaleout_publishing',
+    help: 'Node daemons\' streams (node and kind) this replica publishes to JetStream: it holds their lease',
+    registers,
+    collect() {
+      this.set(probe.holding());
+    },
+  });
+  new Gauge({
     name: 'kubearmor_relay_scaleout_replicas',
     help: 'Live relay replicas this replica sees in the membership bucket',
     registers,
@@ -62,7 +74,12 @@ export function createScaleOutMetrics(relay: RelayMetrics, probe: ScaleOutProbe)
     },
   });
   return {
-    publishTallies: (kind) => ({ published: published.tally({ kind }), duplicates: duplicates.tally({ kind }), failures: failures.tally({ kind }) }),
+    publishTallies: (kind) => ({
+      published: published.tally({ kind }),
+      duplicates: duplicates.tally({ kind }),
+      failures: failures.tally({ kind }),
+      gap: relay.dropped.tally({ kind, reason: 'not_published' }),
+    }),
     delivered: (kind) => delivered.tally({ kind }),
   };
 }

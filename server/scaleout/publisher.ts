@@ -1,100 +1,178 @@
-// Node events into JetStream, in place of the local hub: one sink per node and kind,
-// publishing the node's bytes unchanged to kubearmor.<kind>.<node> with a message id
-// derived from the event itself, so the replicas that read the same node store it once.
+// Node events into JetStream, in place of the local hub: one sink per node and kind. Every
+// replica reading a node keeps what it reads; exactly one of them, the holder of the node's
+// lease for that kind (lease.ts), publishes it to kubearmor.<kind>.<node>, unchanged, with a
+// message id derived from the event. One writer over one connection stores the node's
+// order; the others are standbys that drop what they see stored (the feeder reports stored
+// ids) and, when the holder dies or lets go, take over from the first event they have not
+// seen stored, so a failover loses nothing and reorders nothing (the ids make any event
+// both published a duplicate that JetStream drops).
 //
-// Order: a sink keeps its events in arrival order until JetStream acknowledges them, and
-// publishes in that order over one connection. When every replica reading a node publishes
-// every event from some point on, stored order is the node's order: the first stored copy
-// of event k comes from a replica that had already published k-1. A replica that starts
-// reading a node (assignment, redial) therefore joins in step: it holds what it reads
-// until it sees one of those events stored by a replica already reading (the feeder
-// reports stored message ids), then publishes (what it held before that event as well:
-// duplicates, unless the other replica began reading later than this one). When
-// nothing it holds shows up within the hold time from its first event (nobody else reads
-// the node: first start, or the other replica died), it publishes what it holds. Of two replicas that start
-// reading a node one after the other, the first one's hold ends first: it publishes, and
-// the second sees that and joins in step. (Two that start at the same moment read the same
-// events from the first on, and are in step from the start.)
+//   standby ──(lease free: first event, or an event not seen stored for a tick)──► settling
+//   settling ──(first refresh at the same revision)──► holding: publishes
+//   settling ──(a replica that began reading earlier took the lease over)──► standby
+//   holding ──(refresh conflict, no refresh for half the lease, session lost, close)──► standby
 //
-// A failed publish (timeout, leader change) stops new sends; once nothing is in flight,
-// every unacknowledged event is published again, in order, after a backoff (the ones that
-// had been stored come back as duplicates). The pending queue is bounded: past it the
-// sink asks the upstream to pause reading (the node daemon buffers), as the hub does.
+// Publishes are pipelined: each carries a reply subject, acks come back on one subscription
+// for the whole replica (AckRouter), so there is no request, promise or timer per event.
+// A publish that fails or is not acknowledged stops new sends; once nothing is in flight
+// everything not stored is sent again, in order (what had been stored comes back as a
+// duplicate). What a sink keeps is bounded: past it the upstream pauses its reads (the
+// node daemon buffers), as the hub does.
 import { createHash } from 'node:crypto';
-import { headers, type MsgHdrs } from '@nats-io/transport-node';
-import type { JetStreamClient, PubAck } from '@nats-io/jetstream';
+import type { KV } from '@nats-io/kv';
+import { createInbox, headers, type Msg, type MsgHdrs, type NatsConnection, type Subscription } from '@nats-io/transport-node';
 import { Backoff } from '../backoff.js';
 import type { Kind } from '../kinds.js';
 import type { Logger } from '../logger.js';
 import type { EventSink } from '../upstream.js';
-import type { ScaleOutMetrics } from './metrics.js';
+import { HolderClock, isConflict, LeaseKey, leaseKey, type LeaseValue } from './lease.js';
+import type { PublishTallies } from './metrics.js';
 import { subjectFor } from './subjects.js';
 
 export const HEADER_NODE = 'KubeArmor-Node';
 export const HEADER_KIND = 'KubeArmor-Kind';
-
-/** Message ids held by joining sinks; the feeder reports the ones it sees stored. */
-export class JoinIndex {
-  private readonly held = new Map<string, JetStreamSink>();
-
-  get size(): number {
-    return this.held.size;
-  }
-
-  hold(id: string, sink: JetStreamSink): void {
-    this.held.set(id, sink);
-  }
-
-  release(id: string): void {
-    this.held.delete(id);
-  }
-
-  stored(id: string): void {
-    this.held.get(id)?.storedByAnother(id);
-  }
-}
-
-export interface PublisherOptions {
-  js: () => JetStreamClient | undefined;
-  joins: JoinIndex;
-  /** how long a joining sink waits to see its events stored by another replica */
-  joinHoldMs: number;
-  metrics: ScaleOutMetrics;
-  logger: Logger;
-  /** events a sink may hold unacknowledged before it pauses the node's reads */
-  maxPending: number;
-  maxPendingBytes: number;
-  ackTimeoutMs: number;
-}
+const HEADER_MSG_ID = 'Nats-Msg-Id';
 
 /** node + kind + a hash of the bytes: the replicas reading one node agree on it without talking. */
 export function messageId(node: string, kind: Kind, bytes: Uint8Array): string {
   return `${node}/${kind}/${createHash('sha256').update(bytes).digest('base64url')}`;
 }
 
-interface Pending {
+interface Entry {
   bytes: Buffer;
   id: string;
-  /** held: joining, not sent; queued: not sent yet (or to be re-sent); sent: awaiting its ack; acked: stored */
-  state: 'held' | 'queued' | 'sent' | 'acked';
+  /** when it was read (performance.now()) */
+  at: number;
+  state: 'unsent' | 'sent' | 'stored';
+  /** the publish number its ack will carry, while sent */
+  n: number;
+  sentAt: number;
+  sink: JetStreamSink;
 }
 
+interface PubAckBody {
+  seq?: number;
+  duplicate?: boolean;
+  error?: { code?: number; description?: string };
+}
+
+const decoder = new TextDecoder();
+
+/** One reply subscription for every publish of the replica; acks find their entry by number. */
+export class AckRouter {
+  private readonly prefix = `${createInbox()}.`;
+  private readonly waiting = new Map<number, Entry>();
+  private next = 1;
+  private readonly sub: Subscription;
+
+  constructor(readonly nc: NatsConnection) {
+    this.sub = nc.subscribe(`${this.prefix}*`, { callback: (err, m) => (err ? undefined : this.route(m)) });
+  }
+
+  send(subject: string, entry: Entry, hdrs: MsgHdrs): void {
+    const n = this.next++;
+    entry.n = n;
+    this.waiting.set(n, entry);
+    this.nc.publish(subject, entry.bytes, { headers: hdrs, reply: this.prefix + n });
+  }
+
+  /** forgets an ack still to come (the entry is re-sent under a new number) */
+  forget(n: number): void {
+    this.waiting.delete(n);
+  }
+
+  close(): void {
+    this.sub.unsubscribe();
+    this.waiting.clear();
+  }
+
+  private route(m: Msg): void {
+    const n = Number(m.subject.slice(this.prefix.length));
+    const entry = this.waiting.get(n);
+    if (!entry) return;
+    this.waiting.delete(n);
+    let body: PubAckBody;
+    try {
+      body = JSON.parse(decoder.decode(m.data)) as PubAckBody;
+    } catch {
+      body = { error: { description: `unreadable publish ack (${m.data.length} bytes)` } };
+    }
+    // a "no responders" status (no stream for the subject) comes back as an empty message with headers
+    if (m.data.length === 0) body = { error: { description: `no JetStream answer (${m.headers?.code ?? '?'} ${m.headers?.description ?? ''})` } };
+    entry.sink.acked(entry, body);
+  }
+}
+
+/** Ids of the events standbys keep; the feeder reports the ones it sees stored. */
+export class StoredIndex {
+  private readonly byId = new Map<string, JetStreamSink>();
+
+  get size(): number {
+    return this.byId.size;
+  }
+
+  add(id: string, sink: JetStreamSink): void {
+    this.byId.set(id, sink);
+  }
+
+  remove(id: string): void {
+    this.byId.delete(id);
+  }
+
+  stored(id: string): void {
+    this.byId.get(id)?.storedElsewhere(id);
+  }
+}
+
+export interface PublisherOptions {
+  replica: string;
+  router: () => AckRouter | undefined;
+  leases: () => KV | undefined;
+  index: StoredIndex;
+  /** every open sink of the replica (for the publishing gauge) */
+  live: Set<JetStreamSink>;
+  /** holders letting their lease go after a close: shutdown waits for them */
+  closing: Set<Promise<void>>;
+  tallies: (kind: Kind) => PublishTallies;
+  logger: Logger;
+  /** the lease's life: the KV bucket's max age */
+  leaseTtlMs: number;
+  /** how long a new holder waits before publishing, so a replica that began reading earlier can take over */
+  settleMs: number;
+  /** events a sink may keep before it pauses the node's reads */
+  maxPending: number;
+  maxPendingBytes: number;
+  ackTimeoutMs: number;
+}
+
+type Role = 'standby' | 'settling' | 'holding';
+
 export class JetStreamSink implements EventSink {
-  private readonly queue: Pending[] = [];
+  private readonly queue: Entry[] = [];
   private head = 0;
   private bytes = 0;
   private inFlight = 0;
+  private role: Role = 'standby';
+  private revision = 0;
+  private readonly clock: HolderClock;
+  private firstId: string | undefined;
+  /** a settling holder whose first event this standby may have read later than earlier ones */
+  private challenge: { first: string; revision: number; until: number } | undefined;
+  /** a lease operation in flight (one at a time) */
+  private busy = false;
   private failed = false;
-  private retryTimer: NodeJS.Timeout | undefined;
-  private joining = false;
-  private joinTimer: NodeJS.Timeout | undefined;
   private pausedState = false;
   private closed = false;
+  private tick: NodeJS.Timeout | undefined;
+  private settleTimer: NodeJS.Timeout | undefined;
+  private retryTimer: NodeJS.Timeout | undefined;
   private readonly listeners = new Set<(paused: boolean) => void>();
   private readonly subject: string;
   private readonly hdrs: MsgHdrs;
+  private readonly lease: LeaseKey | undefined;
   private readonly backoff = new Backoff({ initialMs: 200, maxMs: 5000 });
-  private readonly tallies;
+  private readonly tallies: PublishTallies;
+  private readonly log: Logger;
 
   constructor(
     readonly node: string,
@@ -105,52 +183,24 @@ export class JetStreamSink implements EventSink {
     this.hdrs = headers();
     this.hdrs.set(HEADER_NODE, node);
     this.hdrs.set(HEADER_KIND, kind);
-    this.tallies = opts.metrics.publishTallies(kind);
-  }
-
-  /** A new session with the node begins: join in step with the replicas already reading it. */
-  sessionStarted(): void {
-    if (this.closed || this.joining) return;
-    this.joining = true;
-  }
-
-  /**
-   * The hold runs from the first event read, not from the dial: of two replicas, the one
-   * whose first event came later (the one that is behind) waits longer.
-   */
-  private armJoinTimer(): void {
-    this.joinTimer = setTimeout(() => {
-      this.opts.logger.debug({ node: this.node, kind: this.kind, held: this.pending }, 'no other replica is publishing this node: publishing what was held');
-      this.joined(this.head);
-    }, this.opts.joinHoldMs);
-    this.joinTimer.unref();
-  }
-
-  /**
-   * The feeder saw a held event stored: another replica is publishing this node; publish
-   * from here on. What was held before that event is published too: usually the other
-   * replica had stored it before this one registered it (a duplicate then, dropped by
-   * JetStream), and otherwise (the other replica began reading later) it would be lost.
-   */
-  storedByAnother(id: string): void {
-    if (!this.joining) return;
-    let i = this.head;
-    while (i < this.queue.length && this.queue[i]!.id !== id) i++;
-    if (i === this.queue.length) return;
-    const entry = this.queue[i]!;
-    this.opts.joins.release(entry.id);
-    entry.state = 'acked';
-    this.opts.logger.debug({ node: this.node, kind: this.kind, before: i - this.head }, 'in step with the replica already publishing this node');
-    this.joined(this.head);
-    this.advance();
-    this.compact();
+    this.tallies = opts.tallies(kind);
+    this.clock = new HolderClock(opts.leaseTtlMs);
+    const kv = opts.leases();
+    this.lease = kv ? new LeaseKey(kv, leaseKey(node, kind)) : undefined;
+    this.log = opts.logger.child({ node, kind });
+    opts.live.add(this);
   }
 
   get paused(): boolean {
     return this.pausedState;
   }
 
-  /** events read from the node and not yet stored in JetStream */
+  /** true while this replica publishes the node's events of this kind */
+  get holding(): boolean {
+    return this.role === 'holding';
+  }
+
+  /** events read from the node and not yet seen stored */
   get pending(): number {
     return this.queue.length - this.head;
   }
@@ -160,126 +210,332 @@ export class JetStreamSink implements EventSink {
     return () => this.listeners.delete(listener);
   }
 
+  /** A new session with the node begins: its first event names this replica in the lease. */
+  sessionStarted(): void {
+    if (this.closed) return;
+    this.firstId = undefined;
+    this.challenge = undefined;
+    if (!this.tick) {
+      this.tick = setInterval(() => this.onTick(), Math.max(100, Math.floor(this.opts.leaseTtlMs / 4)));
+      this.tick.unref();
+    }
+  }
+
+  /** The session ended: what this replica reads next follows a gap, so a holder lets a standby (which has it) take over. */
+  sessionEnded(): void {
+    if (this.role !== 'standby') void this.letGo('the node session ended');
+  }
+
   publish(bytes: Buffer): void {
     if (this.closed) return;
-    const entry: Pending = { bytes, id: messageId(this.node, this.kind, bytes), state: this.joining ? 'held' : 'queued' };
+    const entry: Entry = { bytes, id: messageId(this.node, this.kind, bytes), at: performance.now(), state: 'unsent', n: 0, sentAt: 0, sink: this };
     this.queue.push(entry);
     this.bytes += bytes.length;
-    if (this.joining) {
-      this.opts.joins.hold(entry.id, this);
-      if (!this.joinTimer) this.armJoinTimer();
-    } else if (!this.failed) this.send(entry);
+    this.opts.index.add(entry.id, this);
+    if (this.firstId === undefined) {
+      this.firstId = entry.id;
+      if (this.role === 'standby') void this.acquire();
+    } else if (this.challenge && entry.id === this.challenge.first) {
+      void this.takeOver();
+    }
+    if (this.role === 'holding') {
+      if (this.clock.expired()) this.fence();
+      else if (!this.failed) this.send(entry);
+    }
+    this.reconsider();
+  }
+
+  /** The feeder saw one of this sink's events stored: by the holder (or, holding, by ourselves). */
+  storedElsewhere(id: string): void {
+    // a holder learns what it stored from the acks
+    if (this.role === 'holding') return;
+    let i = this.head;
+    while (i < this.queue.length && this.queue[i]!.id !== id) i++;
+    if (i === this.queue.length) return;
+    const entry = this.queue[i]!;
+    if (entry.state === 'sent') this.inFlight--;
+    entry.state = 'stored';
+    {
+      // the holder stores in the node's order: what this replica read before it and nobody stored is gone
+      let gap = 0;
+      for (let j = this.head; j < i; j++) {
+        const e = this.queue[j]!;
+        if (e.state !== 'stored') {
+          if (e.state === 'sent') this.inFlight--;
+          e.state = 'stored';
+          gap++;
+        }
+      }
+      if (gap > 0) {
+        this.tallies.gap.n += gap;
+        this.log.warn({ events: gap }, 'events this replica read were stored by no replica (the holder began reading after them); counted as dropped');
+      }
+    }
+    this.advance();
+    this.reconsider();
+  }
+
+  /** Called by the AckRouter. */
+  acked(entry: Entry, body: PubAckBody): void {
+    if (entry.state !== 'sent') return;
+    this.inFlight--;
+    if (body.error) {
+      entry.state = 'unsent';
+      this.tallies.failures.n++;
+      this.fail(new Error(body.error.description ?? `error ${body.error.code ?? '?'}`));
+      return;
+    }
+    entry.state = 'stored';
+    if (body.duplicate) this.tallies.duplicates.n++;
+    else this.tallies.published.n++;
+    this.advance();
+    if (this.inFlight === 0 && this.failed) this.scheduleResend();
+    if (!this.failed) this.backoff.reset();
     this.reconsider();
   }
 
   /**
-   * The node is no longer this replica's (re-assigned, or NATS lost for a TTL): what it still
-   * holds is published once, without waiting for acks, in case no other replica has it.
+   * The node is no longer this replica's (re-assigned, shutdown): a holder publishes what
+   * it has read and gives the lease up so a standby continues at once; a standby just stops.
    */
   close(): void {
     if (this.closed) return;
-    const js = this.opts.js();
-    for (let i = this.head; i < this.queue.length; i++) {
-      const entry = this.queue[i]!;
-      if (entry.state === 'held') this.opts.joins.release(entry.id);
-      if (js && (entry.state === 'held' || entry.state === 'queued')) {
-        this.jsPublish(js, entry).catch(() => undefined);
-      }
-    }
+    const held = this.role !== 'standby';
     this.closed = true;
-    clearTimeout(this.retryTimer);
-    clearTimeout(this.joinTimer);
+    this.opts.live.delete(this);
+    clearInterval(this.tick);
     this.listeners.clear();
-    this.queue.length = 0;
-    this.head = 0;
-    this.bytes = 0;
+    if (!held) return this.drop();
+    const done = this.letGo('the node is no longer read here').finally(() => this.opts.closing.delete(done));
+    this.opts.closing.add(done);
   }
 
-  /** Ends the join: what is still held (from `from` on) is published, in order. */
-  private joined(from: number): void {
-    clearTimeout(this.joinTimer);
-    this.joinTimer = undefined;
-    this.joining = false;
-    for (let i = from; i < this.queue.length; i++) {
-      const entry = this.queue[i]!;
-      if (entry.state !== 'held') continue;
-      this.opts.joins.release(entry.id);
-      entry.state = 'queued';
-      if (!this.failed) this.send(entry);
+  // ---- lease ----
+
+  private value(settled: boolean): LeaseValue {
+    return { replica: this.opts.replica, first: this.firstId ?? this.queue[this.head]?.id ?? '', settled };
+  }
+
+  /** One lease operation at a time; errors (NATS unreachable) leave things as they are until the next tick. */
+  private async leaseOp(what: string, op: (lease: LeaseKey) => Promise<void>): Promise<void> {
+    if (this.busy || !this.lease) return;
+    this.busy = true;
+    try {
+      await op(this.lease);
+    } catch (err) {
+      if (!this.closed) this.log.debug({ err: (err as Error).message }, `${what}: no answer from NATS`);
+    } finally {
+      this.busy = false;
     }
-    this.compact();
-    this.reconsider();
+  }
+
+  private acquire(): Promise<void> {
+    return this.leaseOp('taking the lease', async (lease) => {
+      if (this.role !== 'standby' || this.closed) return;
+      const result = await lease.acquire(this.value(false));
+      if (this.role !== 'standby' || this.closed) return;
+      if (result.held) return this.settle(result.revision);
+      const holder = result.holder;
+      if (holder?.replica === this.opts.replica) {
+        // ours from before (a refresh whose answer was lost, a fenced holder): refresh it
+        return this.settle(result.revision);
+      }
+      this.challenge = holder && !holder.settled ? { first: holder.first, revision: result.revision, until: performance.now() + this.opts.settleMs } : undefined;
+      if (this.challenge && this.readBefore(this.challenge.first)) await this.takeOverWith(lease);
+    });
+  }
+
+  /** true when this sink holds, unstored, events the node sent before `id` */
+  private readBefore(id: string): boolean {
+    let i = this.head;
+    while (i < this.queue.length && this.queue[i]!.id !== id) i++;
+    if (i === this.queue.length) return false;
+    for (let j = this.head; j < i; j++) if (this.queue[j]!.state !== 'stored') return true;
+    return false;
+  }
+
+  private takeOver(): Promise<void> {
+    return this.leaseOp('taking over the lease', (lease) => this.takeOverWith(lease));
+  }
+
+  /** The settling holder began reading after this replica: take the lease at its revision (fails once it has refreshed). */
+  private async takeOverWith(lease: LeaseKey): Promise<void> {
+    const c = this.challenge;
+    this.challenge = undefined;
+    if (!c || performance.now() > c.until || this.role !== 'standby' || !this.readBefore(c.first)) return;
+    try {
+      const revision = await lease.update(this.value(false), c.revision);
+      this.log.info('took the lease over from a replica that began reading this node later');
+      this.settle(revision);
+    } catch (err) {
+      if (!isConflict(err)) throw err;
+    }
+  }
+
+  /** Holds the lease at `revision`; publishes once the first refresh shows nobody took it over. */
+  private settle(revision: number): void {
+    this.role = 'settling';
+    this.revision = revision;
+    this.clock.refreshed(performance.now());
+    clearTimeout(this.settleTimer);
+    this.settleTimer = setTimeout(() => void this.refresh(), this.opts.settleMs);
+    this.settleTimer.unref();
+  }
+
+  private refresh(): Promise<void> {
+    return this.leaseOp('refreshing the lease', async (lease) => {
+      if (this.role === 'standby' || this.closed) return;
+      const sentAt = performance.now();
+      try {
+        this.revision = await lease.update(this.value(true), this.revision);
+      } catch (err) {
+        if (!isConflict(err)) throw err;
+        this.log.info({ was: this.role }, 'another replica holds the lease now');
+        this.role = 'standby';
+        this.settleDone();
+        return;
+      }
+      this.clock.refreshed(sentAt);
+      if (this.role === 'settling') {
+        this.role = 'holding';
+        this.log.debug({ pending: this.pending }, 'holding the lease: publishing this node');
+        this.sendAll();
+      }
+    });
+  }
+
+  private settleDone(): void {
+    clearTimeout(this.settleTimer);
+    this.settleTimer = undefined;
+  }
+
+  private onTick(): void {
+    if (this.closed) return;
+    if (this.role === 'holding') {
+      if (this.clock.expired()) this.fence();
+      else void this.refresh();
+      return;
+    }
+    if (this.role === 'standby') {
+      // an event nobody stored for a tick: the holder is gone, or there is none
+      const oldest = this.queue[this.head];
+      if (oldest && performance.now() - oldest.at >= this.opts.leaseTtlMs / 4) void this.acquire();
+    }
+  }
+
+  /** No refresh for half the lease: stop publishing before anybody else may hold it. */
+  private fence(): void {
+    this.log.warn({ pending: this.pending }, 'cannot refresh the lease in time: publishing stops until it is ours again');
+    this.role = 'standby';
+  }
+
+  /** Publishes what was read, waits for the acks, then releases the lease. */
+  private async letGo(why: string): Promise<void> {
+    const revision = this.revision;
+    const wasHolding = this.role === 'holding';
+    this.role = 'standby';
+    this.settleDone();
+    this.log.debug({ why }, 'letting the lease go');
+    if (wasHolding && !this.failed) {
+      for (let i = this.head; i < this.queue.length && !this.failed; i++) if (this.queue[i]!.state === 'unsent') this.send(this.queue[i]!);
+      const deadline = performance.now() + this.opts.ackTimeoutMs;
+      while (this.inFlight > 0 && performance.now() < deadline) await new Promise((resolve) => setTimeout(resolve, 20).unref());
+    }
+    if (this.closed) this.drop();
+    await this.lease?.release(revision).catch(() => undefined);
+  }
+
+  // ---- publishing ----
+
+  private sendAll(): void {
+    for (let i = this.head; i < this.queue.length && !this.failed && this.role === 'holding'; i++) {
+      if (this.queue[i]!.state === 'unsent') this.send(this.queue[i]!);
+    }
+  }
+
+  private send(entry: Entry): void {
+    const router = this.opts.router();
+    if (!router) {
+      this.fail(new Error('not connected to NATS'));
+      return;
+    }
+    this.hdrs.set(HEADER_MSG_ID, entry.id);
+    entry.state = 'sent';
+    entry.sentAt = performance.now();
+    this.inFlight++;
+    try {
+      router.send(this.subject, entry, this.hdrs);
+    } catch (err) {
+      entry.state = 'unsent';
+      this.inFlight--;
+      this.fail(err as Error);
+      return;
+    }
+    this.armAckCheck();
+  }
+
+  /** One timer per sink, not per event: the oldest unacknowledged publish decides. */
+  private armAckCheck(): void {
+    if (this.retryTimer) return;
+    this.retryTimer = setTimeout(() => {
+      this.retryTimer = undefined;
+      if (this.closed) return;
+      const now = performance.now();
+      let late = false;
+      for (let i = this.head; i < this.queue.length; i++) {
+        const e = this.queue[i]!;
+        if (e.state === 'sent' && now - e.sentAt >= this.opts.ackTimeoutMs) {
+          this.opts.router()?.forget(e.n);
+          e.state = 'unsent';
+          this.inFlight--;
+          this.tallies.failures.n++;
+          late = true;
+        }
+      }
+      if (late) this.fail(new Error(`no publish ack within ${this.opts.ackTimeoutMs} ms`));
+      else if (this.inFlight > 0) this.armAckCheck();
+    }, this.opts.ackTimeoutMs / 2);
+    this.retryTimer.unref();
+  }
+
+  private fail(err: Error): void {
+    if (!this.failed) this.log.warn({ err: err.message, pending: this.pending }, 'publish to JetStream failed; re-sending in order');
+    this.failed = true;
+    if (this.inFlight === 0) this.scheduleResend();
+    else this.armAckCheck();
+  }
+
+  private scheduleResend(): void {
+    if (this.closed) return;
+    clearTimeout(this.retryTimer);
+    this.retryTimer = setTimeout(() => {
+      this.retryTimer = undefined;
+      this.failed = false;
+      if (this.role === 'holding') this.sendAll();
+    }, this.backoff.next());
+    this.retryTimer.unref();
   }
 
   /** Forgets the stored events at the head of the queue. */
   private advance(): void {
-    while (this.head < this.queue.length && this.queue[this.head]!.state === 'acked') {
-      this.bytes -= this.queue[this.head]!.bytes.length;
+    while (this.head < this.queue.length && this.queue[this.head]!.state === 'stored') {
+      const e = this.queue[this.head]!;
+      this.bytes -= e.bytes.length;
+      this.opts.index.remove(e.id);
       this.head++;
     }
-  }
-
-  private compact(): void {
     if (this.head > 1024 && this.head * 2 > this.queue.length) {
       this.queue.splice(0, this.head);
       this.head = 0;
     }
   }
 
-  private jsPublish(js: JetStreamClient, entry: Pending): Promise<PubAck> {
-    return js.publish(this.subject, entry.bytes, { msgID: entry.id, headers: this.hdrs, timeout: this.opts.ackTimeoutMs });
-  }
-
-  private send(entry: Pending): void {
-    const js = this.opts.js();
-    if (!js) {
-      this.fail(new Error('not connected to NATS'));
-      return;
-    }
-    entry.state = 'sent';
-    this.inFlight++;
-    this.jsPublish(js, entry).then(
-      (ack: PubAck) => this.acked(entry, ack),
-      (err: Error) => {
-        this.inFlight--;
-        if (this.closed) return;
-        entry.state = 'queued';
-        this.tallies.failures.n++;
-        this.fail(err);
-      },
-    );
-  }
-
-  private acked(entry: Pending, ack: PubAck): void {
-    this.inFlight--;
-    if (this.closed) return;
-    entry.state = 'acked';
-    if (ack.duplicate) this.tallies.duplicates.n++;
-    else this.tallies.published.n++;
-    this.advance();
-    this.compact();
-    if (this.inFlight === 0 && this.failed) this.scheduleResend();
-    if (!this.failed) this.backoff.reset();
-    this.reconsider();
-  }
-
-  private fail(err: Error): void {
-    if (!this.failed) this.opts.logger.warn({ node: this.node, kind: this.kind, err: err.message, pending: this.pending }, 'publish to JetStream failed; re-sending in order');
-    this.failed = true;
-    if (this.inFlight === 0) this.scheduleResend();
-  }
-
-  private scheduleResend(): void {
-    if (this.retryTimer || this.closed) return;
-    this.retryTimer = setTimeout(() => {
-      this.retryTimer = undefined;
-      this.failed = false;
-      for (let i = this.head; i < this.queue.length && !this.failed; i++) {
-        const entry = this.queue[i]!;
-        if (entry.state === 'queued') this.send(entry);
-      }
-    }, this.backoff.next());
-    this.retryTimer.unref();
+  private drop(): void {
+    for (let i = this.head; i < this.queue.length; i++) this.opts.index.remove(this.queue[i]!.id);
+    this.queue.length = 0;
+    this.head = 0;
+    this.bytes = 0;
+    clearTimeout(this.retryTimer);
   }
 
   private reconsider(): void {

@@ -28,6 +28,11 @@ export function membersBucket(stream: string): string {
   return `${stream.replace(/[^A-Za-z0-9_-]/g, '_')}_relays`;
 }
 
+/** who publishes which node and kind (lease.ts) */
+export function leasesBucket(stream: string): string {
+  return `${stream.replace(/[^A-Za-z0-9_-]/g, '_')}_leases`;
+}
+
 /** KV keys allow [-/_=.A-Za-z0-9] */
 export function memberKey(replicaId: string): string {
   return replicaId.replace(/[^-/_=.A-Za-z0-9]/g, '_');
