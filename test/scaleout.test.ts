@@ -182,7 +182,7 @@ describe('scale-out over NATS JetStream', () => {
         }
       }
     }
-  });
+  }, 120_000);
 });
 
 describe('scale-out: the link to NATS', () => {

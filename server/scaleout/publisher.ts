@@ -158,6 +158,9 @@ export class JetStreamSink implements EventSink {
   private firstId: string | undefined;
   /** a settling holder whose first event this standby may have read later than earlier ones */
   private challenge: { first: string; revision: number; until: number } | undefined;
+  /** the newest entry the feeder reported stored, and since when earlier ones have been waiting */
+  private lastSeen: Entry | undefined;
+  private behindSince: number | undefined;
   /** a lease operation in flight (one at a time) */
   private busy = false;
   private failed = false;
@@ -253,26 +256,45 @@ export class JetStreamSink implements EventSink {
     while (i < this.queue.length && this.queue[i]!.id !== id) i++;
     if (i === this.queue.length) return;
     const entry = this.queue[i]!;
-    if (entry.state === 'sent') this.inFlight--;
+    this.unsend(entry);
     entry.state = 'stored';
-    {
-      // the holder stores in the node's order: what this replica read before it and nobody stored is gone
-      let gap = 0;
-      for (let j = this.head; j < i; j++) {
-        const e = this.queue[j]!;
-        if (e.state !== 'stored') {
-          if (e.state === 'sent') this.inFlight--;
-          e.state = 'stored';
-          gap++;
-        }
-      }
-      if (gap > 0) {
-        this.tallies.gap.n += gap;
-        this.log.warn({ events: gap }, 'events this replica read were stored by no replica (the holder began reading after them); counted as dropped');
-      }
+    this.lastSeen = entry;
+    // Earlier events not seen stored: the holder is re-sending them (a NATS server died with
+    // them in flight), or it began reading after them. The next ticks tell which.
+    if (i > this.head && this.behindSince === undefined) this.behindSince = performance.now();
+    this.advance();
+    this.reconsider();
+  }
+
+  /**
+   * Events read before the last one seen stored that are still not stored: nobody will
+   * store them (publishing them now would put them after later ones). Counted as dropped.
+   */
+  private sweepGap(): void {
+    this.behindSince = undefined;
+    const last = this.lastSeen;
+    if (!last || last.state !== 'stored') return;
+    let gap = 0;
+    for (let j = this.head; j < this.queue.length && this.queue[j] !== last; j++) {
+      const e = this.queue[j]!;
+      if (e.state === 'stored') continue;
+      this.unsend(e);
+      e.state = 'stored';
+      gap++;
+    }
+    if (gap > 0) {
+      this.tallies.gap.n += gap;
+      this.log.warn({ events: gap }, 'events this replica read were stored by no replica (the holder began reading after them); counted as dropped');
     }
     this.advance();
     this.reconsider();
+  }
+
+  /** An entry leaves the in-flight set without its ack (stored seen elsewhere, or given up). */
+  private unsend(e: Entry): void {
+    if (e.state !== 'sent') return;
+    this.opts.router()?.forget(e.n);
+    this.inFlight--;
   }
 
   /** Called by the AckRouter. */
@@ -378,7 +400,10 @@ export class JetStreamSink implements EventSink {
     this.revision = revision;
     this.clock.refreshed(performance.now());
     clearTimeout(this.settleTimer);
-    this.settleTimer = setTimeout(() => void this.refresh(), this.opts.settleMs);
+    this.settleTimer = setTimeout(() => {
+      this.settleTimer = undefined;
+      void this.refresh();
+    }, this.opts.settleMs);
     this.settleTimer.unref();
   }
 
@@ -397,6 +422,9 @@ export class JetStreamSink implements EventSink {
       }
       this.clock.refreshed(sentAt);
       if (this.role === 'settling') {
+        // Everything not seen stored is published, also what lies before the last stored
+        // event (a previous holder's publishes lost with a NATS server): late rather than lost.
+        this.behindSince = undefined;
         this.role = 'holding';
         this.log.debug({ pending: this.pending }, 'holding the lease: publishing this node');
         this.sendAll();
@@ -416,7 +444,15 @@ export class JetStreamSink implements EventSink {
       else void this.refresh();
       return;
     }
-    if (this.role === 'standby') {
+    if (this.role === 'settling') {
+      // the settling refresh got no answer: try again, or start over once the lease may be gone
+      if (this.settleTimer) return;
+      if (this.clock.expired()) this.role = 'standby';
+      else void this.refresh();
+      return;
+    }
+    if (this.behindSince !== undefined && performance.now() - this.behindSince >= this.opts.ackTimeoutMs + this.opts.leaseTtlMs / 2) this.sweepGap();
+    {
       // an event nobody stored for a tick: the holder is gone, or there is none
       const oldest = this.queue[this.head];
       if (oldest && performance.now() - oldest.at >= this.opts.leaseTtlMs / 4) void this.acquire();
