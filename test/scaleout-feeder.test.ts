@@ -205,6 +205,28 @@ describe('Feeder (JetStream into the hub)', () => {
     expect(reader.got).toEqual([...before, ...after]);
   });
 
+  it('starts a new consumer after the last message delivered when the server stops answering, and misses nothing once it answers again', async () => {
+    const s = await setup();
+    const reader = new Reader();
+    s.hub.channels.log.subscribe('reader', reader);
+    const warnings: string[] = [];
+    const logger = pino({ level: 'warn' }, { write: (line: string) => void warnings.push(line) });
+    const feeder = await s.feeder('log', { idleHeartbeatMs: 500, logger });
+    const before = names('log', 0, 100);
+    await publishAll(s, 'log', before);
+    await eventually(() => reader.got.length === before.length, 30_000, 'the logs before the freeze');
+    // frozen, not gone: the connection stays up and only the missing heartbeats tell
+    s.server.proc.kill('SIGSTOP');
+    cleanups.push(() => s.server.proc.kill('SIGCONT'));
+    await eventually(() => warnings.some((w) => w.includes('reading events from JetStream failed')), 60_000, 'the feeder to give up on its consumer');
+    s.server.proc.kill('SIGCONT');
+    const after = names('log', 100, 200);
+    await publishAll(s, 'log', after);
+    await eventually(() => reader.got.length >= before.length + after.length, 60_000, 'the logs after the freeze');
+    expect(reader.got).toEqual([...before, ...after]);
+    expect(feeder.consumersStarted).toBeGreaterThan(1);
+  });
+
   it('reports the id of each message it sees stored while sinks wait for ids, and none otherwise', async () => {
     const s = await setup();
     const reader = new Reader();

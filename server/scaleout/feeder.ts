@@ -11,15 +11,16 @@
 // connection closed, the client gave up, heartbeats stay missing), a new one starts
 // right after the last stream sequence delivered to the hub, so nothing is skipped.
 //
-// Pausing: nats.js queues each follow-up pull behind the messages that prompted it and
-// sends it only once the reader has taken them, so a reader that stops taking messages
-// stops the pulls. While the hub asks reads of this kind to pause, the feeder holds the
-// message in hand and takes no more, and at most `batch` messages wait in the client.
-// That holds only until nats.js misses its heartbeats (nothing arrives while nothing is
-// pulled) and pulls again regardless; so a pause longer than `pauseHoldMs` stops the
-// consume instead, drops what it held (not delivered, the cursor not advanced) and starts
-// a new consumer after the cursor when the hub resumes. Short pauses, the common case of
-// a consumer that is slow but moving, cost no consumer churn.
+// Pausing: nats.js (3.x, nats.js#67) queues each follow-up pull behind the messages that
+// prompted it and sends it only once the reader has taken them, so a reader that stops
+// taking messages stops the pulls. While the hub asks reads of this kind to pause, the
+// feeder holds the message in hand and takes no more: at most `batch` messages wait in
+// the client. That bound lasts until nats.js misses heartbeats (none come while nothing
+// is pulled) and queues one more batch's pull per re-check, all sent when reading
+// resumes; so a pause longer than `pauseHoldMs` (one heartbeat interval, before the
+// first re-check) stops the consume instead, drops what it held (not delivered, the
+// cursor not advanced) and starts a new consumer after the cursor when the hub resumes.
+// Short pauses, the common case of a consumer that is slow but moving, cost no churn.
 import { DeliverPolicy, type Consumer, type ConsumerMessages, type JetStreamClient } from '@nats-io/jetstream';
 import { Backoff } from '../backoff.js';
 import type { Channel } from '../hub.js';
@@ -51,16 +52,19 @@ export interface FeederOptions {
   batch: number;
   joins: StoredIds;
   /**
-   * How long a paused feeder keeps its consumer (default IDLE_HEARTBEAT_MS). Beyond the
-   * default, nats.js's missed-heartbeat recovery may pull more than `batch` while paused.
+   * The server sends a heartbeat on an idle pull this often (default 3000 ms, at least 500);
+   * nats.js re-checks its consumer after two are missed. Pulls expire after two of them.
+   */
+  idleHeartbeatMs?: number;
+  /**
+   * How long a paused feeder keeps its consumer (default: one heartbeat interval). Longer,
+   * each missed-heartbeat re-check of nats.js queues one more batch's pull, all sent when
+   * reading resumes: what may arrive unread then grows with the pause.
    */
   pauseHoldMs?: number;
 }
 
-// The consume's pulls expire after PULL_EXPIRES_MS; the server sends a heartbeat on an idle
-// pull every IDLE_HEARTBEAT_MS, and nats.js re-checks its consumer after two are missed.
 const IDLE_HEARTBEAT_MS = 3000;
-const PULL_EXPIRES_MS = 2 * IDLE_HEARTBEAT_MS;
 // nats.js keeps re-checking after that; this many missed in a row and the feeder starts over
 const MAX_MISSED_HEARTBEATS = 4;
 const MSG_ID_HEADER = 'Nats-Msg-Id';
@@ -139,7 +143,8 @@ export class Feeder {
       return;
     }
     this.consumersStarted++;
-    const messages = await consumer.consume({ max_messages: this.opts.batch, expires: PULL_EXPIRES_MS, idle_heartbeat: IDLE_HEARTBEAT_MS });
+    const heartbeat = this.opts.idleHeartbeatMs ?? IDLE_HEARTBEAT_MS;
+    const messages = await consumer.consume({ max_messages: this.opts.batch, expires: 2 * heartbeat, idle_heartbeat: heartbeat });
     this.messages = messages;
     void giveUpOnSilence(messages);
     if (this.stopped) messages.stop();
@@ -172,7 +177,7 @@ export class Feeder {
 
   /** True once the hub resumes; false when the pause outlasts the hold or the feeder closes. */
   private async holdWhilePaused(): Promise<boolean> {
-    const until = Date.now() + (this.opts.pauseHoldMs ?? IDLE_HEARTBEAT_MS);
+    const until = Date.now() + (this.opts.pauseHoldMs ?? this.opts.idleHeartbeatMs ?? IDLE_HEARTBEAT_MS);
     this.holding = true;
     try {
       while (this.opts.channel.paused && !this.stopped && Date.now() < until) await this.sleep(until - Date.now());
@@ -185,7 +190,7 @@ export class Feeder {
   /** Until the hub resumes, the feeder closes, or `ms` pass (no limit without one). */
   private sleep(ms?: number): Promise<void> {
     return new Promise((resolve) => {
-      const timer = ms === undefined ? undefined : setTimeout(() => this.wake?.(), ms);
+      const timer = ms === undefined ? undefined : setTimeout(() => this.wake?.(), ms).unref();
       this.wake = () => {
         clearTimeout(timer);
         this.wake = undefined;
