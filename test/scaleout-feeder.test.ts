@@ -87,7 +87,7 @@ async function setup(): Promise<Setup> {
         delivered: { n: 0 },
         logger: pino({ level: 'silent' }),
         batch: BATCH,
-        joins: { size: 0, stored: () => undefined },
+        stored: { size: 0, stored: () => undefined },
         ...extra,
       });
       cleanups.push(() => feeder.close());
@@ -232,12 +232,12 @@ describe('Feeder (JetStream into the hub)', () => {
     const reader = new Reader();
     s.hub.channels.message.subscribe('reader', reader);
     const seen: string[] = [];
-    const joins = { size: 1, stored: (id: string) => void seen.push(id) };
-    await s.feeder('message', { joins });
+    const stored = { size: 1, stored: (id: string) => void seen.push(id) };
+    await s.feeder('message', { stored });
     const waited = names('msg', 0, 50);
     await publishAll(s, 'message', waited);
     await eventually(() => reader.got.length === waited.length, 30_000, 'the messages while sinks wait');
-    joins.size = 0;
+    stored.size = 0;
     const unwaited = names('msg', 50, 100);
     await publishAll(s, 'message', unwaited);
     await eventually(() => reader.got.length === waited.length + unwaited.length, 30_000, 'the messages after');

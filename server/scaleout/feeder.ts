@@ -50,7 +50,7 @@ export interface FeederOptions {
    * batch × the largest event the relays publish (--maxEventBytes, 64 KiB by default).
    */
   batch: number;
-  joins: StoredIds;
+  stored: StoredIds;
   /**
    * The server sends a heartbeat on an idle pull this often (default 3000 ms, at least 500);
    * nats.js re-checks its consumer after two are missed. Pulls expire after two of them.
@@ -135,7 +135,7 @@ export class Feeder {
 
   /** One consumer, read until it fails (throws) or the feeder stops it (returns). */
   private async consume(): Promise<void> {
-    const { js, stream, kind, channel, delivered, joins, logger } = this.opts;
+    const { js, stream, kind, channel, delivered, stored, logger } = this.opts;
     const creating = js.consumers.get(stream, { filter_subjects: kindFilter(kind), deliver_policy: DeliverPolicy.StartSequence, opt_start_seq: this.cursor + 1 });
     const consumer = await Promise.race([creating, this.closing]);
     if (!consumer) {
@@ -163,9 +163,9 @@ export class Feeder {
         this.cursor = m.seq;
         this.pending = m.info.pending;
         this.backoff.reset();
-        if (joins.size > 0) {
+        if (stored.size > 0) {
           const id = m.headers?.get(MSG_ID_HEADER);
-          if (id) joins.stored(id);
+          if (id) stored.stored(id);
         }
       }
     } finally {

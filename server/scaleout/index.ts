@@ -143,7 +143,7 @@ export class ScaleOut {
     const hub = this.relay!.hub;
     this.feeders = KINDS.map(
       ({ kind }) =>
-        new Feeder({ js: this.js!, stream: opts.stream, startAfter, kind, channel: hub.channels[kind], delivered: this.metrics.delivered(kind), logger: this.log, batch: FEED_BATCH, joins: this.stored }),
+        new Feeder({ js: this.js!, stream: opts.stream, startAfter, kind, channel: hub.channels[kind], delivered: this.metrics.delivered(kind), logger: this.log, batch: FEED_BATCH, stored: this.stored }),
     );
     this.membership = new Membership({
       kv: engine.kv,

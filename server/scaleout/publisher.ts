@@ -510,26 +510,33 @@ export class JetStreamSink implements EventSink {
     this.armAckCheck();
   }
 
-  /** One timer per sink, not per event: the oldest unacknowledged publish decides. */
+  /** One timer per sink, not per event: publishes unacknowledged for ackTimeoutMs are given up (and re-sent in order). */
   private armAckCheck(): void {
     if (this.retryTimer) return;
     this.retryTimer = setTimeout(() => {
       this.retryTimer = undefined;
       if (this.closed) return;
       const now = performance.now();
-      let late = false;
+      let late = 0;
+      let sent = 0;
       for (let i = this.head; i < this.queue.length; i++) {
         const e = this.queue[i]!;
-        if (e.state === 'sent' && now - e.sentAt >= this.opts.ackTimeoutMs) {
-          this.opts.router()?.forget(e.n);
-          e.state = 'unsent';
-          this.inFlight--;
-          this.tallies.failures.n++;
-          late = true;
+        if (e.state !== 'sent') continue;
+        if (now - e.sentAt < this.opts.ackTimeoutMs) {
+          sent++;
+          continue;
         }
+        this.opts.router()?.forget(e.n);
+        e.state = 'unsent';
+        late++;
       }
-      if (late) this.fail(new Error(`no publish ack within ${this.opts.ackTimeoutMs} ms`));
-      else if (this.inFlight > 0) this.armAckCheck();
+      // the count follows the queue, whatever path an entry took out of flight
+      this.inFlight = sent;
+      if (late > 0) {
+        this.tallies.failures.n += late;
+        this.fail(new Error(`no publish ack within ${this.opts.ackTimeoutMs} ms`));
+      } else if (this.failed && sent === 0) this.scheduleResend();
+      else if (sent > 0) this.armAckCheck();
     }, this.opts.ackTimeoutMs / 2);
     this.retryTimer.unref();
   }
