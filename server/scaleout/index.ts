@@ -37,7 +37,7 @@ export interface RelayParts {
 }
 
 const SINK_LIMITS = { maxPending: 1024, maxPendingBytes: 2 * 1024 * 1024, ackTimeoutMs: 3000 };
-// messages read from JetStream and not yet in the hub, per kind (the feeder's read-ahead bound)
+// at most this many events reach the hub after it asks to pause: within its queues' headroom
 const FEED_BATCH = 128;
 
 export class ScaleOut {
