@@ -9,6 +9,8 @@ export interface PublishTallies {
   failures: Tally;
   /** events this replica read that no replica stored (a holder that began reading after them) */
   gap: Tally;
+  /** events a standby dropped from its failover cover because it was full while the holder published */
+  shed: Tally;
 }
 
 export interface ScaleOutProbe {
@@ -31,6 +33,7 @@ export function createScaleOutMetrics(relay: RelayMetrics, probe: ScaleOutProbe)
   const published = counter('kubearmor_relay_nats_published_total', 'Events this replica stored in JetStream (first copy)');
   const duplicates = counter('kubearmor_relay_nats_deduplicated_total', 'Events this replica published that JetStream already had (another replica reading the same node, or a re-send)');
   const failures = counter('kubearmor_relay_nats_publish_failures_total', 'Publishes that failed or timed out (each is re-sent in order)');
+  const shed = counter('kubearmor_relay_nats_standby_shed_total', 'Events a standby replica dropped from its failover cover (full while the holder was publishing); lost only if the holder had not stored them and died');
   const delivered = counter('kubearmor_relay_nats_delivered_total', 'Events read from JetStream into this replica\'s hub');
   new Gauge({
     name: 'kubearmor_relay_nats_connected',
@@ -79,6 +82,7 @@ export function createScaleOutMetrics(relay: RelayMetrics, probe: ScaleOutProbe)
       duplicates: duplicates.tally({ kind }),
       failures: failures.tally({ kind }),
       gap: relay.dropped.tally({ kind, reason: 'not_published' }),
+      shed: shed.tally({ kind }),
     }),
     delivered: (kind) => delivered.tally({ kind }),
   };

@@ -161,6 +161,9 @@ export class JetStreamSink implements EventSink {
   /** the newest entry the feeder reported stored, and since when earlier ones have been waiting */
   private lastSeen: Entry | undefined;
   private behindSince: number | undefined;
+  /** the other holder's lease revision at the last look, and when it last moved */
+  private holderSeen: { revision: number; at: number } | undefined;
+  private holderAliveAt: number | undefined;
   /** a lease operation in flight (one at a time) */
   private busy = false;
   private failed = false;
@@ -196,6 +199,11 @@ export class JetStreamSink implements EventSink {
 
   get paused(): boolean {
     return this.pausedState;
+  }
+
+  /** standby, settling (holds the lease, not yet publishing) or holding */
+  get state(): Role {
+    return this.role;
   }
 
   /** true while this replica publishes the node's events of this kind */
@@ -362,9 +370,22 @@ export class JetStreamSink implements EventSink {
         // ours from before (a refresh whose answer was lost, a fenced holder): refresh it
         return this.settle(result.revision);
       }
+      this.observeHolder(result.revision);
       this.challenge = holder && !holder.settled ? { first: holder.first, revision: result.revision, until: performance.now() + this.opts.settleMs } : undefined;
       if (this.challenge && this.readBefore(this.challenge.first)) await this.takeOverWith(lease);
+      this.reconsider();
     });
+  }
+
+  /** The holder refreshes every quarter lease: a revision that moved since the last look means it is alive. */
+  private observeHolder(revision: number): void {
+    const now = performance.now();
+    if (this.holderSeen && this.holderSeen.revision !== revision) this.holderAliveAt = now;
+    this.holderSeen = { revision, at: now };
+  }
+
+  private holderAlive(): boolean {
+    return this.holderAliveAt !== undefined && performance.now() - this.holderAliveAt < this.opts.leaseTtlMs;
   }
 
   /** true when this sink holds, unstored, events the node sent before `id` */
@@ -561,16 +582,18 @@ export class JetStreamSink implements EventSink {
 
   /** Forgets the stored events at the head of the queue. */
   private advance(): void {
-    while (this.head < this.queue.length && this.queue[this.head]!.state === 'stored') {
-      const e = this.queue[this.head]!;
-      this.bytes -= e.bytes.length;
-      this.opts.index.remove(e.id);
-      this.head++;
-    }
+    while (this.head < this.queue.length && this.queue[this.head]!.state === 'stored') this.advanceOne();
     if (this.head > 1024 && this.head * 2 > this.queue.length) {
       this.queue.splice(0, this.head);
       this.head = 0;
     }
+  }
+
+  private advanceOne(): void {
+    const e = this.queue[this.head]!;
+    this.bytes -= e.bytes.length;
+    this.opts.index.remove(e.id);
+    this.head++;
   }
 
   private drop(): void {
@@ -581,8 +604,26 @@ export class JetStreamSink implements EventSink {
     clearTimeout(this.retryTimer);
   }
 
+  /**
+   * Past the bounds a holder (or a replica about to hold) pauses the node's reads: what it
+   * keeps is what it must publish. A standby whose holder is alive sheds its oldest events
+   * instead (counted): they are only its cover for a failover, and pausing would hold back
+   * the node for a buffer that may never drain (the holder began reading after them).
+   */
   private reconsider(): void {
     const { maxPending, maxPendingBytes } = this.opts;
+    if (this.role === 'standby' && (this.pending >= maxPending || this.bytes >= maxPendingBytes) && this.holderAlive()) {
+      let shed = 0;
+      while (this.pending * 2 > maxPending || this.bytes * 2 > maxPendingBytes) {
+        const e = this.queue[this.head]!;
+        this.unsend(e);
+        e.state = 'stored';
+        this.advanceOne();
+        shed++;
+      }
+      this.tallies.shed.n += shed;
+      this.log.debug({ events: shed }, 'standby buffer full while the holder publishes: shed the oldest events');
+    }
     const n = this.pending;
     const paused = this.pausedState ? n * 2 > maxPending || this.bytes * 2 > maxPendingBytes : n >= maxPending || this.bytes >= maxPendingBytes;
     if (paused === this.pausedState) return;

@@ -1,0 +1,163 @@
+// The publisher's lease (one writer per node and kind) against a real nats-server: two
+// replicas, each with its own connection, ack router and KV handle, reading the same node.
+// Events are handed to the sinks as an upstream would; what a replica's JetStream reader
+// would report stored is reported from the stream itself.
+import { afterEach, describe, expect, it } from 'vitest';
+import { jetstream, DeliverPolicy } from '@nats-io/jetstream';
+import { startNats, type NatsCluster } from '../harness/nats-server.js';
+import { eventually } from '../harness/eventually.js';
+import { connectEngine, type Engine } from '../server/scaleout/engine.js';
+import { AckRouter, JetStreamSink, StoredIndex } from '../server/scaleout/publisher.js';
+import { subjectFor } from '../server/scaleout/subjects.js';
+import { createLogger } from '../server/logger.js';
+import type { Tally } from '../server/metrics.js';
+
+const NODE = '127.0.0.1:32767';
+const LEASE_TTL_MS = 1000;
+const cleanups: (() => Promise<unknown> | unknown)[] = [];
+afterEach(async () => {
+  for (const c of cleanups.splice(0).reverse()) await c();
+});
+
+const event = (seq: number) => Buffer.from(`event ${seq} of ${NODE}`);
+
+interface Replica {
+  engine: Engine;
+  sink: JetStreamSink;
+  tallies: { published: Tally; duplicates: Tally; failures: Tally; gap: Tally; shed: Tally };
+  /** reports to the sink every event stored since the last call, as its feeder would */
+  feed(): Promise<void>;
+}
+
+async function replica(cluster: NatsCluster, name: string, maxPending = 1024): Promise<Replica> {
+  const engine = await connectEngine({
+    servers: [cluster.urls],
+    name,
+    stream: 'KUBEARMOR',
+    streamReplicas: 1,
+    maxAgeMs: 60_000,
+    maxBytes: 16 * 1024 * 1024,
+    duplicateWindowMs: 60_000,
+    membershipTtlMs: LEASE_TTL_MS,
+    logger: createLogger('silent', true),
+  });
+  const router = new AckRouter(engine.nc);
+  cleanups.push(async () => {
+    router.close();
+    await engine.close();
+  });
+  const index = new StoredIndex();
+  const tallies = { published: { n: 0 }, duplicates: { n: 0 }, failures: { n: 0 }, gap: { n: 0 }, shed: { n: 0 } };
+  const sink = new JetStreamSink(NODE, 'alert', {
+    replica: name,
+    router: () => router,
+    leases: () => engine.leases,
+    index,
+    live: new Set(),
+    closing: new Set(),
+    tallies: () => tallies,
+    logger: createLogger('silent', true),
+    leaseTtlMs: LEASE_TTL_MS,
+    settleMs: LEASE_TTL_MS / 4 + 300,
+    maxPending,
+    maxPendingBytes: 1024 * 1024,
+    ackTimeoutMs: 1000,
+  });
+  cleanups.push(() => sink.close());
+  let after = 0;
+  const feed = async () => {
+    for (const m of await storedMessages(engine, after)) {
+      after = m.seq;
+      index.stored(m.id);
+    }
+  };
+  return { engine, sink, tallies, feed };
+}
+
+async function storedMessages(engine: Engine, after: number): Promise<{ seq: number; id: string; text: string }[]> {
+  const info = await engine.jsm.streams.info('KUBEARMOR');
+  if (info.state.last_seq <= after) return [];
+  const consumer = await jetstream(engine.nc).consumers.get('KUBEARMOR', { filter_subjects: subjectFor('alert', NODE), deliver_policy: DeliverPolicy.StartSequence, opt_start_seq: after + 1 });
+  const out: { seq: number; id: string; text: string }[] = [];
+  const batch = await consumer.fetch({ max_messages: 10_000, expires: 1000 });
+  for await (const m of batch) {
+    out.push({ seq: m.seq, id: m.headers?.get('Nats-Msg-Id') ?? '', text: Buffer.from(m.data).toString() });
+    if (m.info.pending === 0) break;
+  }
+  return out;
+}
+
+async function storedTexts(engine: Engine): Promise<string[]> {
+  return (await storedMessages(engine, 0)).map((m) => m.text);
+}
+
+describe('one publisher per node and kind (the lease)', () => {
+  it('lets a standby that began reading earlier take the lease over from a holder that began later, so its earlier events are stored first', async () => {
+    const cluster = await startNats(1);
+    cleanups.push(() => cluster.close());
+    const early = await replica(cluster, 'early');
+    const late = await replica(cluster, 'late');
+
+    // the late reader takes the lease first, its first event being the node's third
+    late.sink.sessionStarted();
+    late.sink.publish(event(3));
+    await eventually(() => late.sink.state === 'settling', 5000, 'the late reader to take the lease');
+    early.sink.sessionStarted();
+    for (const seq of [1, 2, 3]) early.sink.publish(event(seq));
+    for (const seq of [4, 5]) {
+      early.sink.publish(event(seq));
+      late.sink.publish(event(seq));
+    }
+
+    await eventually(() => early.sink.holding, 10_000, 'the early reader to hold the lease');
+    await eventually(async () => (await storedTexts(early.engine)).length === 5, 10_000, 'five events stored');
+    expect(await storedTexts(early.engine)).toEqual([1, 2, 3, 4, 5].map((s) => event(s).toString()));
+    expect(late.sink.holding).toBe(false);
+    await late.feed();
+    expect(late.sink.pending, 'the late reader forgets what it saw stored').toBe(0);
+    expect(late.tallies.gap.n).toBe(0);
+  });
+
+  it('has a standby publish, after the holder stops refreshing, every event it has not seen stored, after the stored ones', async () => {
+    const cluster = await startNats(1);
+    cleanups.push(() => cluster.close());
+    const holder = await replica(cluster, 'holder');
+    const standby = await replica(cluster, 'standby');
+    holder.sink.sessionStarted();
+    holder.sink.publish(event(1));
+    await eventually(() => holder.sink.holding, 5000, 'the first reader to hold the lease');
+    standby.sink.sessionStarted();
+    for (const seq of [2, 3]) {
+      holder.sink.publish(event(seq));
+      standby.sink.publish(event(seq));
+    }
+    await eventually(async () => (await storedTexts(holder.engine)).length === 3, 5000, 'three events stored');
+    await standby.feed();
+    expect(standby.sink.pending).toBe(0);
+
+    // the holder's process dies: its connection goes, nothing is released
+    await holder.engine.nc.close();
+    for (const seq of [4, 5, 6]) standby.sink.publish(event(seq));
+    await eventually(() => standby.sink.holding, 10_000, 'the standby to take the lease once it expired');
+    await eventually(async () => (await storedTexts(standby.engine)).length === 6, 10_000, 'six events stored');
+    expect(await storedTexts(standby.engine)).toEqual([1, 2, 3, 4, 5, 6].map((s) => event(s).toString()));
+  });
+
+  it('has a standby whose buffer fills while the holder publishes shed its oldest events, counted, instead of pausing the node', async () => {
+    const cluster = await startNats(1);
+    cleanups.push(() => cluster.close());
+    const holder = await replica(cluster, 'holder');
+    const standby = await replica(cluster, 'standby', 8);
+    holder.sink.sessionStarted();
+    holder.sink.publish(event(0));
+    await eventually(() => holder.sink.holding, 5000, 'the first reader to hold the lease');
+    // events the standby read that the holder never stores (it began reading after them)
+    standby.sink.sessionStarted();
+    for (let seq = 100; seq < 108; seq++) standby.sink.publish(event(seq));
+    expect(standby.sink.paused, 'full: reads pause until it knows the holder is alive').toBe(true);
+
+    await eventually(() => !standby.sink.paused, 10_000, 'the standby to resume reading');
+    expect(standby.tallies.shed.n).toBeGreaterThan(0);
+    expect(standby.sink.pending).toBeLessThan(8);
+  });
+});
