@@ -145,7 +145,8 @@ describe('scale-out over NATS JetStream', () => {
     const rate = 200;
     const [nodeA, nodeB] = await fakeNodes(ports, { rate, count });
     await readByTwo([nodeA!, nodeB!]);
-    await eventually(() => nodeA!.sent.alert > 200, 10_000, 'events flowing');
+    // the node's events reach consumers through JetStream: its holder publishes
+    await eventually(() => seqsFrom(consumers[0]!.alert, nodeA!).length > 200, 10_000, 'events flowing');
 
     const dialling: RelayProcess[] = [];
     for (const r of all) if ((await metric(r, 'kubearmor_relay_upstream_connected', { node: targets[0]! })) === 1) dialling.push(r);
@@ -158,6 +159,15 @@ describe('scale-out over NATS JetStream', () => {
 
     for (const k of KINDS) await nodeA!.finished(k.kind);
     const survivorConsumers = consumers.filter((_, i) => all[i] !== victim);
+    onTestFailed(async () => {
+      for (const [i, c] of survivorConsumers.entries()) {
+        const got = new Set(seqsFrom(c.alert, nodeA!));
+        const missing = upTo(count).filter((q) => !got.has(q));
+        process.stderr.write(`DIAG consumer ${i}: ${got.size} alerts of node-0, missing ${missing.length}: ${missing.slice(0, 20).join(',')}…${missing.slice(-5).join(',')}\n`);
+      }
+      for (const r of survivors) process.stderr.write(`DIAG ${(await r.metrics()).split('\n').filter((l) => /nats_|not_published|scaleout_/.test(l) && !l.startsWith('#')).join(' | ')}\n`);
+      process.stderr.write(`DIAG node sent ${JSON.stringify(nodeA!.sent)} victim was ${all.indexOf(victim)}\n`);
+    });
     for (const c of survivorConsumers) {
       for (const k of KINDS) {
         await eventually(() => seqsFrom(c[k.kind], nodeA!).length >= count, 20_000, `${count} ${k.kind} events of ${nodeA!.nodeName}`);

@@ -163,7 +163,9 @@ export class JetStreamSink implements EventSink {
   private behindSince: number | undefined;
   /** the other holder's lease revision at the last look, and when it last moved */
   private holderSeen: { revision: number; at: number } | undefined;
-  private holderAliveAt: number | undefined;
+  private holderMoving = false;
+  /** one of this session's events was seen stored */
+  private seenAny = false;
   /** a lease operation in flight (one at a time) */
   private busy = false;
   private failed = false;
@@ -226,6 +228,7 @@ export class JetStreamSink implements EventSink {
     if (this.closed) return;
     this.firstId = undefined;
     this.challenge = undefined;
+    this.seenAny = false;
     if (!this.tick) {
       this.tick = setInterval(() => this.onTick(), Math.max(100, Math.floor(this.opts.leaseTtlMs / 4)));
       this.tick.unref();
@@ -267,6 +270,7 @@ export class JetStreamSink implements EventSink {
     this.unsend(entry);
     entry.state = 'stored';
     this.lastSeen = entry;
+    this.seenAny = true;
     // Earlier events not seen stored: the holder is re-sending them (a NATS server died with
     // them in flight), or it began reading after them. The next ticks tell which.
     if (i > this.head && this.behindSince === undefined) this.behindSince = performance.now();
@@ -281,7 +285,7 @@ export class JetStreamSink implements EventSink {
   private sweepGap(): void {
     this.behindSince = undefined;
     const last = this.lastSeen;
-    if (!last || last.state !== 'stored') return;
+    if (!last) return;
     let gap = 0;
     for (let j = this.head; j < this.queue.length && this.queue[j] !== last; j++) {
       const e = this.queue[j]!;
@@ -377,15 +381,11 @@ export class JetStreamSink implements EventSink {
     });
   }
 
-  /** The holder refreshes every quarter lease: a revision that moved since the last look means it is alive. */
+  /** The holder refreshes every quarter lease: two looks in a row at different revisions mean it is alive. */
   private observeHolder(revision: number): void {
     const now = performance.now();
-    if (this.holderSeen && this.holderSeen.revision !== revision) this.holderAliveAt = now;
+    this.holderMoving = this.holderSeen !== undefined && this.holderSeen.revision !== revision && now - this.holderSeen.at <= this.opts.leaseTtlMs / 2;
     this.holderSeen = { revision, at: now };
-  }
-
-  private holderAlive(): boolean {
-    return this.holderAliveAt !== undefined && performance.now() - this.holderAliveAt < this.opts.leaseTtlMs;
   }
 
   /** true when this sink holds, unstored, events the node sent before `id` */
@@ -591,6 +591,8 @@ export class JetStreamSink implements EventSink {
 
   private advanceOne(): void {
     const e = this.queue[this.head]!;
+    // nothing before it is left: no gap to look for
+    if (e === this.lastSeen) this.lastSeen = undefined;
     this.bytes -= e.bytes.length;
     this.opts.index.remove(e.id);
     this.head++;
@@ -605,24 +607,29 @@ export class JetStreamSink implements EventSink {
   }
 
   /**
-   * Past the bounds a holder (or a replica about to hold) pauses the node's reads: what it
-   * keeps is what it must publish. A standby whose holder is alive sheds its oldest events
-   * instead (counted): they are only its cover for a failover, and pausing would hold back
-   * the node for a buffer that may never drain (the holder began reading after them).
+   * Past the bounds the node's reads pause: a holder keeps what it must publish, a standby its
+   * cover for a failover. Two things a full standby drops instead, counted: events before the
+   * last one it saw stored (nobody will store them), and, when it has never seen one of its
+   * events stored while the holder keeps refreshing, its oldest ones (it read them before the
+   * holder began; pausing would hold the node back for a buffer that never drains).
    */
   private reconsider(): void {
     const { maxPending, maxPendingBytes } = this.opts;
-    if (this.role === 'standby' && (this.pending >= maxPending || this.bytes >= maxPendingBytes) && this.holderAlive()) {
-      let shed = 0;
-      while (this.pending * 2 > maxPending || this.bytes * 2 > maxPendingBytes) {
-        const e = this.queue[this.head]!;
-        this.unsend(e);
-        e.state = 'stored';
-        this.advanceOne();
-        shed++;
+    const full = this.pending >= maxPending || this.bytes >= maxPendingBytes;
+    if (full && this.role === 'standby') {
+      if (this.lastSeen && this.queue[this.head] !== this.lastSeen && this.queue[this.head]?.state !== 'stored') return this.sweepGap();
+      if (!this.seenAny && this.holderMoving) {
+        let shed = 0;
+        while (this.pending * 2 > maxPending || this.bytes * 2 > maxPendingBytes) {
+          const e = this.queue[this.head]!;
+          this.unsend(e);
+          e.state = 'stored';
+          this.advanceOne();
+          shed++;
+        }
+        this.tallies.shed.n += shed;
+        this.log.warn({ events: shed }, 'standby buffer full and none of its events stored while the holder publishes: dropped its oldest');
       }
-      this.tallies.shed.n += shed;
-      this.log.debug({ events: shed }, 'standby buffer full while the holder publishes: shed the oldest events');
     }
     const n = this.pending;
     const paused = this.pausedState ? n * 2 > maxPending || this.bytes * 2 > maxPendingBytes : n >= maxPending || this.bytes >= maxPendingBytes;
