@@ -100,6 +100,7 @@ export async function startApp(flags: RelayFlags, env: NodeJS.ProcessEnv, logger
       ...SINK_DEFAULTS,
       queue: { maxEvents: flags.sinkQueueSize, maxBytes: flags.sinkQueueBytes },
       flushMs: flags.sinkFlushInterval,
+      requestTimeoutMs: flags.sinkRequestTimeout,
     };
     sinks = await startSinks(sinkConfig.sinks, sinkOptions, relay.hub, metrics, logger);
     for (const sink of sinks) relay.addSink(sink);

@@ -78,6 +78,12 @@ export const RELAY_FLAGS = {
     help: 'the longest an event waits for a bulk request to fill before it is sent anyway',
     check: checks.atLeast(1),
   },
+  sinkRequestTimeout: {
+    type: 'duration',
+    default: `${SINK_DEFAULTS.requestTimeoutMs / 1000}s`,
+    help: 'a bulk request the cluster has not answered after this long is sent again (same document ids: overwritten, not copied)',
+    check: checks.atLeast(100),
+  },
   tlsEnabled: { type: 'bool', default: false, help: 'mutual TLS toward consumers and node daemons' },
   tlsCertPath: { type: 'string', default: '/var/lib/kubearmor/tls', form: 'DIR', help: 'directory with ca.crt (+ server.crt/key, client.crt/key for external; + ca.key for self)' },
   tlsCertProvider: { type: 'string', default: 'external', form: 'external|self', help: 'external: certificates mounted from secrets; self: issued by the relay from ca.crt/ca.key', check: checks.oneOf(['external', 'self']) },

@@ -52,7 +52,8 @@ describe('Elasticsearch export (ENABLE_DASHBOARDS=true)', () => {
     es.queueFaults({ status: 429 }, { status: 503 }, { ackLost: true }, { status: 502 });
     es.itemFault = (id, attempt) => (attempt === 1 && id.charCodeAt(0) % 5 === 0 ? 429 : attempt === 1 && id.charCodeAt(0) % 7 === 0 ? 503 : undefined);
     const ports = [await freePort(), await freePort()];
-    const relay = await relayWith(ports, { ENABLE_DASHBOARDS: 'true', ES_URL: es.url, ES_ALERTS_INDEX: 'kubearmor-alerts-test', ENABLE_STDOUT_ALERTS: 'true' });
+    // the request whose answer is lost is sent again after --sinkRequestTimeout (30 s by default)
+    const relay = await relayWith(ports, { ENABLE_DASHBOARDS: 'true', ES_URL: es.url, ES_ALERTS_INDEX: 'kubearmor-alerts-test', ENABLE_STDOUT_ALERTS: 'true' }, ['--sinkRequestTimeout=3s']);
     const nodes = await Promise.all(ports.map((p, i) => node(p, `node-${i}`, { count: 300, rate: 1000 })));
     await Promise.all(nodes.map((n) => n.finished('alert')));
     await eventually(() => es.docs('kubearmor-alerts-test').size >= 600 && relay.stdoutLines.length >= 600, 60_000, 'every alert indexed and printed');

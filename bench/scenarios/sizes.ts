@@ -15,10 +15,13 @@ export interface Sizes {
   pool: number;
   /** relay counts of the scale-out runs */
   scaleOutRelays: number[];
+  /** consumers, and events/s per node (two nodes), of the scale-out fan-out runs */
+  scaleOutFanout: number;
+  scaleOutFanoutRate: number;
 }
 
-export const FULL: Sizes = { width: 4, fanout: [1, 16, 64], slowRelayArgs: [], scaleNodeProcs: 4, scaleNodesPerProc: 50, scaleIdleProcs: 4, scaleIdlePerProc: 125, scaleRatePerNode: 10, pool: 48, scaleOutRelays: [1, 2, 3] };
-export const QUICK: Sizes = { width: 2, fanout: [1, 4], slowRelayArgs: ['--clientQueueSize=256'], scaleNodeProcs: 1, scaleNodesPerProc: 10, scaleIdleProcs: 1, scaleIdlePerProc: 20, scaleRatePerNode: 10, pool: 16, scaleOutRelays: [2] };
+export const FULL: Sizes = { width: 4, fanout: [1, 16, 64], slowRelayArgs: [], scaleNodeProcs: 4, scaleNodesPerProc: 50, scaleIdleProcs: 4, scaleIdlePerProc: 125, scaleRatePerNode: 10, pool: 48, scaleOutRelays: [1, 2, 3], scaleOutFanout: 48, scaleOutFanoutRate: 1000 };
+export const QUICK: Sizes = { width: 2, fanout: [1, 4], slowRelayArgs: ['--clientQueueSize=256'], scaleNodeProcs: 1, scaleNodesPerProc: 10, scaleIdleProcs: 1, scaleIdlePerProc: 20, scaleRatePerNode: 10, pool: 16, scaleOutRelays: [2], scaleOutFanout: 8, scaleOutFanoutRate: 200 };
 
 /** What every scenario is built from. */
 export interface ScenarioInput {

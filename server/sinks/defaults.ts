@@ -10,4 +10,6 @@ export const SINK_DEFAULTS = {
   batchBytes: 2 * 1024 * 1024,
   backoff: { initialMs: 250, maxMs: 10_000 },
   maxItemAttempts: 10,
+  /** a bulk request unanswered this long is sent again (its documents carry ids: overwritten, not copied) */
+  requestTimeoutMs: 30_000,
 } as const;

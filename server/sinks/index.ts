@@ -6,17 +6,15 @@ import type { RelayMetrics } from '../metrics.js';
 import type { SinkConfig } from './config.js';
 import { Sink, type BulkClient, type SinkOptions } from './sink.js';
 
-const REQUEST_TIMEOUT_MS = 30_000;
-
-async function clientFor(config: SinkConfig): Promise<BulkClient> {
-  if (config.name === 'elasticsearch') return (await import('./elasticsearch.js')).elasticsearchClient(config, REQUEST_TIMEOUT_MS);
-  return (await import('./opensearch.js')).opensearchClient(config, REQUEST_TIMEOUT_MS);
+async function clientFor(config: SinkConfig, requestTimeoutMs: number): Promise<BulkClient> {
+  if (config.name === 'elasticsearch') return (await import('./elasticsearch.js')).elasticsearchClient(config, requestTimeoutMs);
+  return (await import('./opensearch.js')).opensearchClient(config, requestTimeoutMs);
 }
 
 export async function startSinks(configs: readonly SinkConfig[], opts: SinkOptions, hub: Hub, metrics: RelayMetrics, logger: Logger): Promise<Sink[]> {
   const sinks: Sink[] = [];
   for (const config of configs) {
-    const sink = new Sink(config, await clientFor(config), opts, metrics, logger.child({ component: `${config.name}-sink` }));
+    const sink = new Sink(config, await clientFor(config, opts.requestTimeoutMs), opts, metrics, logger.child({ component: `${config.name}-sink` }));
     sink.start(hub);
     logger.info(
       { sink: config.name, url: config.url.href, indices: config.indices, basicAuth: Boolean(config.auth), customCa: Boolean(config.ca), verifyTls: !config.insecure },

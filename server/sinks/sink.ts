@@ -56,6 +56,8 @@ export interface SinkOptions {
   backoff: BackoffOptions;
   /** attempts for a document the cluster refuses with 429 or 5xx before it counts as failed */
   maxItemAttempts: number;
+  /** a bulk request unanswered this long counts as failed and is sent again */
+  requestTimeoutMs: number;
 }
 
 export { SINK_DEFAULTS } from './defaults.js';
