@@ -163,10 +163,13 @@ describe('scale-out over NATS JetStream', () => {
       for (const [i, c] of survivorConsumers.entries()) {
         const got = new Set(seqsFrom(c.alert, nodeA!));
         const missing = upTo(count).filter((q) => !got.has(q));
-        process.stderr.write(`DIAG consumer ${i}: ${got.size} alerts of node-0, missing ${missing.length}: ${missing.slice(0, 20).join(',')}…${missing.slice(-5).join(',')}\n`);
+        process.stderr.write(`what the consumers missed: consumer ${i}: ${got.size} alerts of node-0, missing ${missing.length}: ${missing.slice(0, 20).join(',')}…${missing.slice(-5).join(',')}\n`);
       }
-      for (const r of survivors) process.stderr.write(`DIAG ${(await r.metrics()).split('\n').filter((l) => /nats_|not_published|scaleout_/.test(l) && !l.startsWith('#')).join(' | ')}\n`);
-      process.stderr.write(`DIAG node sent ${JSON.stringify(nodeA!.sent)} victim was ${all.indexOf(victim)}\n`);
+      for (const r of survivors) {
+        const text = await r.metrics().catch((err: Error) => `(no metrics: ${err.message})`);
+        process.stderr.write(`metrics: ${text.split('\n').filter((l) => /nats_|not_published|scaleout_/.test(l) && !l.startsWith('#')).join(' | ')}\n`);
+      }
+      process.stderr.write(`node sent ${JSON.stringify(nodeA!.sent)} victim was ${all.indexOf(victim)}\n`);
     });
     for (const c of survivorConsumers) {
       for (const k of KINDS) {
