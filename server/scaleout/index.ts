@@ -84,10 +84,10 @@ export class ScaleOut {
       tallies: (kind: Kind) => this.metrics.publishTallies(kind),
       logger: this.log,
       leaseTtlMs: opts.membershipTtlMs,
-      // a standby that began reading earlier learns of the new holder within one KV round trip
-      // (its own first-event attempt fails and reads the holder's value); meanwhile the new
-      // holder's events are in no other replica but this one, so the wait is kept short
-      settleMs: Math.min(500, Math.floor(opts.membershipTtlMs / 4)),
+      // every standby ticks (a quarter lease) at least once while a new holder settles: one
+      // that has been waiting for a dead holder's lease to expire, with events the newcomer
+      // never read, takes the lease over instead of losing them
+      settleMs: Math.floor(opts.membershipTtlMs / 4) + 300,
       ...SINK_LIMITS,
     };
     this.sinkFor = (node, kind) => new JetStreamSink(node, kind, sinkOpts);

@@ -245,7 +245,8 @@ export class JetStreamSink implements EventSink {
     const entry: Entry = { bytes, id: messageId(this.node, this.kind, bytes), at: performance.now(), state: 'unsent', n: 0, sentAt: 0, sink: this };
     this.queue.push(entry);
     this.bytes += bytes.length;
-    this.opts.index.add(entry.id, this);
+    // only what a replica keeps without publishing it waits for the feeder's word
+    if (this.role !== 'holding') this.opts.index.add(entry.id, this);
     if (this.firstId === undefined) {
       this.firstId = entry.id;
       if (this.role === 'standby') void this.acquire();
@@ -437,7 +438,7 @@ export class JetStreamSink implements EventSink {
       } catch (err) {
         if (!isConflict(err)) throw err;
         this.log.info({ was: this.role }, 'another replica holds the lease now');
-        this.role = 'standby';
+        this.toStandby();
         this.settleDone();
         return;
       }
@@ -468,11 +469,13 @@ export class JetStreamSink implements EventSink {
     if (this.role === 'settling') {
       // the settling refresh got no answer: try again, or start over once the lease may be gone
       if (this.settleTimer) return;
-      if (this.clock.expired()) this.role = 'standby';
+      if (this.clock.expired()) this.toStandby();
       else void this.refresh();
       return;
     }
-    if (this.behindSince !== undefined && performance.now() - this.behindSince >= this.opts.ackTimeoutMs + this.opts.leaseTtlMs / 2) this.sweepGap();
+    // Only while a holder keeps refreshing: it will re-send what it lost, or it began after
+    // those events. Otherwise they are this replica's to publish if it takes over.
+    if (this.behindSince !== undefined && this.holderMoving && performance.now() - this.behindSince >= this.opts.ackTimeoutMs + this.opts.leaseTtlMs / 2) this.sweepGap();
     {
       // an event nobody stored for a tick: the holder is gone, or there is none
       const oldest = this.queue[this.head];
@@ -483,6 +486,12 @@ export class JetStreamSink implements EventSink {
   /** No refresh for half the lease: stop publishing before anybody else may hold it. */
   private fence(): void {
     this.log.warn({ pending: this.pending }, 'cannot refresh the lease in time: publishing stops until it is ours again');
+    this.toStandby();
+  }
+
+  /** A holder learns what got stored from its acks; from here on the feeder tells this sink. */
+  private toStandby(): void {
+    if (this.role === 'holding') for (let i = this.head; i < this.queue.length; i++) this.opts.index.add(this.queue[i]!.id, this);
     this.role = 'standby';
   }
 
@@ -490,7 +499,7 @@ export class JetStreamSink implements EventSink {
   private async letGo(why: string): Promise<void> {
     const revision = this.revision;
     const wasHolding = this.role === 'holding';
-    this.role = 'standby';
+    this.toStandby();
     this.settleDone();
     this.log.debug({ why }, 'letting the lease go');
     if (wasHolding && !this.failed) {
@@ -608,16 +617,14 @@ export class JetStreamSink implements EventSink {
 
   /**
    * Past the bounds the node's reads pause: a holder keeps what it must publish, a standby its
-   * cover for a failover. Two things a full standby drops instead, counted: events before the
-   * last one it saw stored (nobody will store them), and, when it has never seen one of its
-   * events stored while the holder keeps refreshing, its oldest ones (it read them before the
-   * holder began; pausing would hold the node back for a buffer that never drains).
+   * cover for a failover. A full standby that has never seen one of its events stored while the
+   * holder keeps refreshing drops its oldest instead, counted (it read them before the holder
+   * began; pausing would hold the node back for a buffer that never drains).
    */
   private reconsider(): void {
     const { maxPending, maxPendingBytes } = this.opts;
     const full = this.pending >= maxPending || this.bytes >= maxPendingBytes;
     if (full && this.role === 'standby') {
-      if (this.lastSeen && this.queue[this.head] !== this.lastSeen && this.queue[this.head]?.state !== 'stored') return this.sweepGap();
       if (!this.seenAny && this.holderMoving) {
         let shed = 0;
         while (this.pending * 2 > maxPending || this.bytes * 2 > maxPendingBytes) {
