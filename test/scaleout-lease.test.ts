@@ -143,6 +143,35 @@ describe('one publisher per node and kind (the lease)', () => {
     expect(await storedTexts(standby.engine)).toEqual([1, 2, 3, 4, 5, 6].map((s) => event(s).toString()));
   });
 
+  it('has a holder whose node session ends let a standby publish what the holder missed, in order, before its own next events', async () => {
+    const cluster = await startNats(1);
+    cleanups.push(() => cluster.close());
+    const holder = await replica(cluster, 'holder');
+    const standby = await replica(cluster, 'standby');
+    holder.sink.sessionStarted();
+    standby.sink.sessionStarted();
+    holder.sink.publish(event(1));
+    await eventually(() => holder.sink.holding, 5000, 'the first reader to hold the lease');
+    standby.sink.publish(event(1));
+    await eventually(async () => (await storedTexts(holder.engine)).length === 1, 5000, 'the first event stored');
+
+    // the holder's connection to the node drops; the standby's does not
+    holder.sink.sessionEnded();
+    for (const seq of [2, 3]) standby.sink.publish(event(seq));
+    holder.sink.sessionStarted();
+    for (const seq of [4, 5]) {
+      holder.sink.publish(event(seq));
+      standby.sink.publish(event(seq));
+    }
+    await eventually(async () => {
+      await standby.feed();
+      await holder.feed();
+      return (await storedTexts(holder.engine)).length === 5;
+    }, 15_000, 'five events stored');
+    expect(await storedTexts(holder.engine)).toEqual([1, 2, 3, 4, 5].map((s) => event(s).toString()));
+    expect(standby.tallies.gap.n + holder.tallies.gap.n).toBe(0);
+  });
+
   it('has a standby whose buffer fills while the holder publishes shed its oldest events, counted, instead of pausing the node', async () => {
     const cluster = await startNats(1);
     cleanups.push(() => cluster.close());

@@ -368,11 +368,13 @@ export class JetStreamSink implements EventSink {
     return this.leaseOp('taking the lease', async (lease) => {
       if (this.role !== 'standby' || this.closed) return;
       const result = await lease.acquire(this.value(false));
+      if (result.held && this.closed) return lease.release(result.revision);
       if (this.role !== 'standby' || this.closed) return;
       if (result.held) return this.settle(result.revision);
       const holder = result.holder;
-      if (holder?.replica === this.opts.replica) {
-        // ours from before (a refresh whose answer was lost, a fenced holder): refresh it
+      if (holder?.replica === this.opts.replica && result.revision === this.revision) {
+        // still ours as this sink last wrote it (a fenced holder, a refresh whose answer was
+        // lost): refresh it. Not after letting it go, nor a key left by an earlier process.
         return this.settle(result.revision);
       }
       this.observeHolder(result.revision);
@@ -498,6 +500,8 @@ export class JetStreamSink implements EventSink {
   /** Publishes what was read, waits for the acks, then releases the lease. */
   private async letGo(why: string): Promise<void> {
     const revision = this.revision;
+    // given up: a later session must not take the key back as its own before a standby can
+    this.revision = 0;
     const wasHolding = this.role === 'holding';
     this.toStandby();
     this.settleDone();
