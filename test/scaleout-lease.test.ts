@@ -172,6 +172,22 @@ describe('one publisher per node and kind (the lease)', () => {
     expect(standby.tallies.gap.n + holder.tallies.gap.n).toBe(0);
   });
 
+  it('has a standby forget events its JetStream reader saw stored before the standby itself read them from the node', async () => {
+    const cluster = await startNats(1);
+    cleanups.push(() => cluster.close());
+    const holder = await replica(cluster, 'holder');
+    const standby = await replica(cluster, 'standby');
+    holder.sink.sessionStarted();
+    standby.sink.sessionStarted();
+    for (let seq = 1; seq <= 4; seq++) holder.sink.publish(event(seq));
+    await eventually(async () => (await storedTexts(holder.engine)).length === 4, 10_000, 'four events stored');
+    // the standby's reads lag: its reader reports the events first
+    await standby.feed();
+    for (let seq = 1; seq <= 4; seq++) standby.sink.publish(event(seq));
+    expect(standby.sink.pending).toBe(0);
+    expect(standby.tallies.gap.n).toBe(0);
+  });
+
   it('has a standby whose buffer fills while the holder publishes shed its oldest events, counted, instead of pausing the node', async () => {
     const cluster = await startNats(1);
     cleanups.push(() => cluster.close());

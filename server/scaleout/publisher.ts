@@ -106,9 +106,28 @@ export class AckRouter {
 /** Ids of the events standbys keep; the feeder reports the ones it sees stored. */
 export class StoredIndex {
   private readonly byId = new Map<string, JetStreamSink>();
+  /** `<node>/<kind>` (a message id up to its hash) -> the sink reading it */
+  private readonly sinks = new Map<string, JetStreamSink>();
+  private waiting = 0;
 
+  /** non-zero while any sink waits for the feeder's word (the feeder reads ids only then) */
   get size(): number {
-    return this.byId.size;
+    return this.byId.size + this.waiting;
+  }
+
+  register(key: string, sink: JetStreamSink): void {
+    this.sinks.set(key, sink);
+    this.waiting++;
+  }
+
+  unregister(key: string, sink: JetStreamSink, holding: boolean): void {
+    if (this.sinks.get(key) === sink) this.sinks.delete(key);
+    if (!holding) this.waiting--;
+  }
+
+  /** a sink starts (true) or stops (false) publishing itself */
+  holding(holding: boolean): void {
+    this.waiting += holding ? -1 : 1;
   }
 
   add(id: string, sink: JetStreamSink): void {
@@ -120,7 +139,10 @@ export class StoredIndex {
   }
 
   stored(id: string): void {
-    this.byId.get(id)?.storedElsewhere(id);
+    const sink = this.byId.get(id);
+    if (sink) return sink.storedElsewhere(id);
+    // stored before this replica read it (its reads lag, or were paused): it will come
+    this.sinks.get(id.slice(0, id.lastIndexOf('/')))?.storedAhead(id);
   }
 }
 
@@ -166,6 +188,9 @@ export class JetStreamSink implements EventSink {
   private holderMoving = false;
   /** one of this session's events was seen stored */
   private seenAny = false;
+  /** ids the feeder reported stored before this replica read them (at most maxPending) */
+  private readonly ahead = new Set<string>();
+  private readonly indexKey: string;
   /** a lease operation in flight (one at a time) */
   private busy = false;
   private failed = false;
@@ -197,6 +222,8 @@ export class JetStreamSink implements EventSink {
     this.lease = kv ? new LeaseKey(kv, leaseKey(node, kind)) : undefined;
     this.log = opts.logger.child({ node, kind });
     opts.live.add(this);
+    this.indexKey = `${node}/${kind}`;
+    opts.index.register(this.indexKey, this);
   }
 
   get paused(): boolean {
@@ -246,7 +273,8 @@ export class JetStreamSink implements EventSink {
     this.queue.push(entry);
     this.bytes += bytes.length;
     // only what a replica keeps without publishing it waits for the feeder's word
-    if (this.role !== 'holding') this.opts.index.add(entry.id, this);
+    const storedAlready = this.role !== 'holding' && this.ahead.delete(entry.id);
+    if (this.role !== 'holding' && !storedAlready) this.opts.index.add(entry.id, this);
     if (this.firstId === undefined) {
       this.firstId = entry.id;
       if (this.role === 'standby') void this.acquire();
@@ -257,6 +285,7 @@ export class JetStreamSink implements EventSink {
       if (this.clock.expired()) this.fence();
       else if (!this.failed) this.send(entry);
     }
+    if (storedAlready) return this.markStored(this.queue.length - 1);
     this.reconsider();
   }
 
@@ -266,7 +295,18 @@ export class JetStreamSink implements EventSink {
     if (this.role === 'holding') return;
     let i = this.head;
     while (i < this.queue.length && this.queue[i]!.id !== id) i++;
-    if (i === this.queue.length) return;
+    if (i < this.queue.length) this.markStored(i);
+  }
+
+  /** The feeder saw one of this node's events stored that this replica has not read yet. */
+  storedAhead(id: string): void {
+    if (this.role === 'holding' || this.closed) return;
+    this.ahead.add(id);
+    // bounded: a replica that far behind the holder re-reads what it cannot match as unstored
+    if (this.ahead.size > this.opts.maxPending) this.ahead.delete(this.ahead.values().next().value!);
+  }
+
+  private markStored(i: number): void {
     const entry = this.queue[i]!;
     this.unsend(entry);
     entry.state = 'stored';
@@ -338,6 +378,8 @@ export class JetStreamSink implements EventSink {
     const held = this.role !== 'standby';
     this.closed = true;
     this.opts.live.delete(this);
+    this.opts.index.unregister(this.indexKey, this, this.role === 'holding');
+    this.ahead.clear();
     clearInterval(this.tick);
     this.listeners.clear();
     if (!held) return this.drop();
@@ -420,7 +462,7 @@ export class JetStreamSink implements EventSink {
 
   /** Holds the lease at `revision`; publishes once the first refresh shows nobody took it over. */
   private settle(revision: number): void {
-    this.role = 'settling';
+    this.setRole('settling');
     this.revision = revision;
     this.clock.refreshed(performance.now());
     clearTimeout(this.settleTimer);
@@ -435,8 +477,9 @@ export class JetStreamSink implements EventSink {
     return this.leaseOp('refreshing the lease', async (lease) => {
       if (this.role === 'standby' || this.closed) return;
       const sentAt = performance.now();
+      let revision: number;
       try {
-        this.revision = await lease.update(this.value(true), this.revision);
+        revision = await lease.update(this.value(true), this.revision);
       } catch (err) {
         if (!isConflict(err)) throw err;
         this.log.info({ was: this.role }, 'another replica holds the lease now');
@@ -444,12 +487,18 @@ export class JetStreamSink implements EventSink {
         this.settleDone();
         return;
       }
+      if ((this.role as Role) === 'standby') {
+        // let go (the node session ended, close) while this refresh was on its way
+        await lease.release(revision).catch(() => undefined);
+        return;
+      }
+      this.revision = revision;
       this.clock.refreshed(sentAt);
       if (this.role === 'settling') {
         // Everything not seen stored is published, also what lies before the last stored
         // event (a previous holder's publishes lost with a NATS server): late rather than lost.
         this.behindSince = undefined;
-        this.role = 'holding';
+        this.setRole('holding');
         this.log.debug({ pending: this.pending }, 'holding the lease: publishing this node');
         this.sendAll();
       }
@@ -491,10 +540,16 @@ export class JetStreamSink implements EventSink {
     this.toStandby();
   }
 
+  private setRole(role: Role): void {
+    // a closed sink is out of the index's count (unregistered)
+    if (!this.closed && (role === 'holding') !== (this.role === 'holding')) this.opts.index.holding(role === 'holding');
+    this.role = role;
+  }
+
   /** A holder learns what got stored from its acks; from here on the feeder tells this sink. */
   private toStandby(): void {
     if (this.role === 'holding') for (let i = this.head; i < this.queue.length; i++) this.opts.index.add(this.queue[i]!.id, this);
-    this.role = 'standby';
+    this.setRole('standby');
   }
 
   /** Publishes what was read, waits for the acks, then releases the lease. */
@@ -511,7 +566,7 @@ export class JetStreamSink implements EventSink {
       const deadline = performance.now() + this.opts.ackTimeoutMs;
       while (this.inFlight > 0 && performance.now() < deadline) await new Promise((resolve) => setTimeout(resolve, 20).unref());
     }
-    if (this.closed) this.drop();
+    if (this.closed) this.drop(true);
     await this.lease?.release(revision).catch(() => undefined);
   }
 
@@ -605,14 +660,28 @@ export class JetStreamSink implements EventSink {
   private advanceOne(): void {
     const e = this.queue[this.head]!;
     // nothing before it is left: no gap to look for
-    if (e === this.lastSeen) this.lastSeen = undefined;
+    if (e === this.lastSeen) {
+      this.lastSeen = undefined;
+      this.behindSince = undefined;
+    }
     this.bytes -= e.bytes.length;
     this.opts.index.remove(e.id);
     this.head++;
   }
 
-  private drop(): void {
-    for (let i = this.head; i < this.queue.length; i++) this.opts.index.remove(this.queue[i]!.id);
+  /** Forgets everything; what a holder leaves unstored is counted (a standby may still have it, or not). */
+  private drop(counted = false): void {
+    let unstored = 0;
+    for (let i = this.head; i < this.queue.length; i++) {
+      const e = this.queue[i]!;
+      this.opts.index.remove(e.id);
+      if (e.state === 'sent') this.opts.router()?.forget(e.n);
+      if (e.state !== 'stored') unstored++;
+    }
+    if (counted && unstored > 0) {
+      this.tallies.gap.n += unstored;
+      this.log.warn({ events: unstored }, 'closing with events this replica read and could not store; counted as dropped (a standby may have them)');
+    }
     this.queue.length = 0;
     this.head = 0;
     this.bytes = 0;
@@ -629,7 +698,7 @@ export class JetStreamSink implements EventSink {
     const { maxPending, maxPendingBytes } = this.opts;
     const full = this.pending >= maxPending || this.bytes >= maxPendingBytes;
     if (full && this.role === 'standby') {
-      if (!this.seenAny && this.holderMoving) {
+      if (!this.seenAny && this.holderMoving && performance.now() - this.holderSeen!.at <= this.opts.leaseTtlMs / 2) {
         let shed = 0;
         while (this.pending * 2 > maxPending || this.bytes * 2 > maxPendingBytes) {
           const e = this.queue[this.head]!;
