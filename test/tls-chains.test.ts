@@ -48,8 +48,12 @@ describe('chains with an intermediate CA (only the root in ca.crt)', () => {
       's_client', '-connect', `127.0.0.1:${served.port}`, '-CAfile', files['root-only.crt']!, '-verify_return_error', '-verify_ip', '127.0.0.1',
       '-cert', files['oc.crt']!, '-key', files['oc.key']!, '-alpn', 'h2', '-brief',
     ], 'Q\n');
-    expect(output).toMatch(/Verification: OK/);
-    expect(code).toBe(0);
+    // The verdict is the chain's: with -verify_return_error a chain that does not verify ends
+    // the handshake. The exit status also depends on how the session ended afterwards (once in
+    // a loaded CI run it was 1 after "Verification: OK"), so it is shown, not asserted.
+    expect(output, `exit ${code}`).toMatch(/CONNECTION ESTABLISHED/);
+    expect(output, `exit ${code}`).toMatch(/Peer certificate: .*CN = server/);
+    expect(output, `exit ${code}`).toMatch(/Verification: OK/);
   });
 
   it('accepts a consumer presenting its leaf and intermediate (openssl s_client -cert_chain)', async () => {
