@@ -53,7 +53,6 @@ async function replica(cluster: NatsCluster, name: string, maxPending = 1024): P
     router: () => router,
     leases: () => engine.leases,
     index,
-    live: new Set(),
     closing: new Set(),
     tallies: () => tallies,
     logger: createLogger('silent', true),
@@ -91,12 +90,29 @@ async function storedTexts(engine: Engine): Promise<string[]> {
   return (await storedMessages(engine, 0)).map((m) => m.text);
 }
 
+/** A NATS server and two replicas reading the same node (the second with its own bound). */
+async function twoReplicas(first: string, second: string, secondMaxPending?: number): Promise<[Replica, Replica]> {
+  const cluster = await startNats(1);
+  cleanups.push(() => cluster.close());
+  return [await replica(cluster, first), await replica(cluster, second, secondMaxPending)];
+}
+
+/** A replica's session begins with `seq`, and it takes the lease and publishes. */
+async function holds(r: Replica, seq: number): Promise<void> {
+  r.sink.sessionStarted();
+  r.sink.publish(event(seq));
+  await eventually(() => r.sink.holding, 5000, 'the first reader to hold the lease');
+}
+
+async function storedCount(engine: Engine, n: number, timeoutMs = 10_000): Promise<void> {
+  await eventually(async () => (await storedTexts(engine)).length === n, timeoutMs, `${n} events stored`);
+}
+
+const texts = (seqs: number[]) => seqs.map((s) => event(s).toString());
+
 describe('one publisher per node and kind (the lease)', () => {
   it('lets a standby that began reading earlier take the lease over from a holder that began later, so its earlier events are stored first', async () => {
-    const cluster = await startNats(1);
-    cleanups.push(() => cluster.close());
-    const early = await replica(cluster, 'early');
-    const late = await replica(cluster, 'late');
+    const [early, late] = await twoReplicas('early', 'late');
 
     // the late reader takes the lease first, its first event being the node's third
     late.sink.sessionStarted();
@@ -110,8 +126,8 @@ describe('one publisher per node and kind (the lease)', () => {
     }
 
     await eventually(() => early.sink.holding, 10_000, 'the early reader to hold the lease');
-    await eventually(async () => (await storedTexts(early.engine)).length === 5, 10_000, 'five events stored');
-    expect(await storedTexts(early.engine)).toEqual([1, 2, 3, 4, 5].map((s) => event(s).toString()));
+    await storedCount(early.engine, 5);
+    expect(await storedTexts(early.engine)).toEqual(texts([1, 2, 3, 4, 5]));
     expect(late.sink.holding).toBe(false);
     await late.feed();
     expect(late.sink.pending, 'the late reader forgets what it saw stored').toBe(0);
@@ -119,19 +135,14 @@ describe('one publisher per node and kind (the lease)', () => {
   });
 
   it('has a standby publish, after the holder stops refreshing, every event it has not seen stored, after the stored ones', async () => {
-    const cluster = await startNats(1);
-    cleanups.push(() => cluster.close());
-    const holder = await replica(cluster, 'holder');
-    const standby = await replica(cluster, 'standby');
-    holder.sink.sessionStarted();
-    holder.sink.publish(event(1));
-    await eventually(() => holder.sink.holding, 5000, 'the first reader to hold the lease');
+    const [holder, standby] = await twoReplicas('holder', 'standby');
+    await holds(holder, 1);
     standby.sink.sessionStarted();
     for (const seq of [2, 3]) {
       holder.sink.publish(event(seq));
       standby.sink.publish(event(seq));
     }
-    await eventually(async () => (await storedTexts(holder.engine)).length === 3, 5000, 'three events stored');
+    await storedCount(holder.engine, 3, 5000);
     await standby.feed();
     expect(standby.sink.pending).toBe(0);
 
@@ -139,21 +150,16 @@ describe('one publisher per node and kind (the lease)', () => {
     await holder.engine.nc.close();
     for (const seq of [4, 5, 6]) standby.sink.publish(event(seq));
     await eventually(() => standby.sink.holding, 10_000, 'the standby to take the lease once it expired');
-    await eventually(async () => (await storedTexts(standby.engine)).length === 6, 10_000, 'six events stored');
-    expect(await storedTexts(standby.engine)).toEqual([1, 2, 3, 4, 5, 6].map((s) => event(s).toString()));
+    await storedCount(standby.engine, 6);
+    expect(await storedTexts(standby.engine)).toEqual(texts([1, 2, 3, 4, 5, 6]));
   });
 
   it('has a holder whose node session ends let a standby publish what the holder missed, in order, before its own next events', async () => {
-    const cluster = await startNats(1);
-    cleanups.push(() => cluster.close());
-    const holder = await replica(cluster, 'holder');
-    const standby = await replica(cluster, 'standby');
-    holder.sink.sessionStarted();
+    const [holder, standby] = await twoReplicas('holder', 'standby');
     standby.sink.sessionStarted();
-    holder.sink.publish(event(1));
-    await eventually(() => holder.sink.holding, 5000, 'the first reader to hold the lease');
+    await holds(holder, 1);
     standby.sink.publish(event(1));
-    await eventually(async () => (await storedTexts(holder.engine)).length === 1, 5000, 'the first event stored');
+    await storedCount(holder.engine, 1, 5000);
 
     // the holder's connection to the node drops; the standby's does not
     holder.sink.sessionEnded();
@@ -168,19 +174,16 @@ describe('one publisher per node and kind (the lease)', () => {
       await holder.feed();
       return (await storedTexts(holder.engine)).length === 5;
     }, 15_000, 'five events stored');
-    expect(await storedTexts(holder.engine)).toEqual([1, 2, 3, 4, 5].map((s) => event(s).toString()));
+    expect(await storedTexts(holder.engine)).toEqual(texts([1, 2, 3, 4, 5]));
     expect(standby.tallies.gap.n + holder.tallies.gap.n).toBe(0);
   });
 
   it('has a standby forget events its JetStream reader saw stored before the standby itself read them from the node', async () => {
-    const cluster = await startNats(1);
-    cleanups.push(() => cluster.close());
-    const holder = await replica(cluster, 'holder');
-    const standby = await replica(cluster, 'standby');
+    const [holder, standby] = await twoReplicas('holder', 'standby');
     holder.sink.sessionStarted();
     standby.sink.sessionStarted();
     for (let seq = 1; seq <= 4; seq++) holder.sink.publish(event(seq));
-    await eventually(async () => (await storedTexts(holder.engine)).length === 4, 10_000, 'four events stored');
+    await storedCount(holder.engine, 4);
     // the standby's reads lag: its reader reports the events first
     await standby.feed();
     for (let seq = 1; seq <= 4; seq++) standby.sink.publish(event(seq));
@@ -189,13 +192,8 @@ describe('one publisher per node and kind (the lease)', () => {
   });
 
   it('has a standby whose buffer fills while the holder publishes shed its oldest events, counted, instead of pausing the node', async () => {
-    const cluster = await startNats(1);
-    cleanups.push(() => cluster.close());
-    const holder = await replica(cluster, 'holder');
-    const standby = await replica(cluster, 'standby', 8);
-    holder.sink.sessionStarted();
-    holder.sink.publish(event(0));
-    await eventually(() => holder.sink.holding, 5000, 'the first reader to hold the lease');
+    const [holder, standby] = await twoReplicas('holder', 'standby', 8);
+    await holds(holder, 0);
     // events the standby read that the holder never stores (it began reading after them)
     standby.sink.sessionStarted();
     for (let seq = 100; seq < 108; seq++) standby.sink.publish(event(seq));

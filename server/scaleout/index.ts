@@ -54,7 +54,6 @@ export class ScaleOut {
   private connected = false;
   private assigned: readonly string[] = [];
   private readonly stored = new StoredIndex();
-  private readonly sinks = new Set<JetStreamSink>();
   private readonly closing = new Set<Promise<void>>();
   private router: AckRouter | undefined;
   private closed = false;
@@ -68,18 +67,13 @@ export class ScaleOut {
       consumerPending: (kind: Kind) => this.feeders.find((f) => f.kind === kind)?.pending ?? 0,
       assignedNodes: () => this.assigned.length,
       liveReplicas: () => this.membership?.replicas.length ?? 0,
-      holding: () => {
-        let n = 0;
-        for (const s of this.sinks) if (s.holding) n++;
-        return n;
-      },
+      holding: () => this.stored.holders,
     });
     const sinkOpts = {
       replica: this.key,
       router: () => this.router,
       leases: () => this.engine?.leases,
       index: this.stored,
-      live: this.sinks,
       closing: this.closing,
       tallies: (kind: Kind) => this.metrics.publishTallies(kind),
       logger: this.log,

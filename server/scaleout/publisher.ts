@@ -58,6 +58,16 @@ interface PubAckBody {
 
 const decoder = new TextDecoder();
 
+function ackBody(m: Msg): PubAckBody {
+  // a "no responders" status (no stream for the subject) comes back as an empty message with headers
+  if (m.data.length === 0) return { error: { description: `no JetStream answer (${m.headers?.code ?? '?'} ${m.headers?.description ?? ''})` } };
+  try {
+    return JSON.parse(decoder.decode(m.data)) as PubAckBody;
+  } catch {
+    return { error: { description: `unreadable publish ack (${m.data.length} bytes)` } };
+  }
+}
+
 /** One reply subscription for every publish of the replica; acks find their entry by number. */
 export class AckRouter {
   private readonly prefix = `${createInbox()}.`;
@@ -91,15 +101,7 @@ export class AckRouter {
     const entry = this.waiting.get(n);
     if (!entry) return;
     this.waiting.delete(n);
-    let body: PubAckBody;
-    try {
-      body = JSON.parse(decoder.decode(m.data)) as PubAckBody;
-    } catch {
-      body = { error: { description: `unreadable publish ack (${m.data.length} bytes)` } };
-    }
-    // a "no responders" status (no stream for the subject) comes back as an empty message with headers
-    if (m.data.length === 0) body = { error: { description: `no JetStream answer (${m.headers?.code ?? '?'} ${m.headers?.description ?? ''})` } };
-    entry.sink.acked(entry, body);
+    entry.sink.acked(entry, ackBody(m));
   }
 }
 
@@ -108,6 +110,7 @@ export class StoredIndex {
   private readonly byId = new Map<string, JetStreamSink>();
   /** `<node>/<kind>` (a message id up to its hash) -> the sink reading it */
   private readonly sinks = new Map<string, JetStreamSink>();
+  private registered = 0;
   private waiting = 0;
 
   /** non-zero while any sink waits for the feeder's word (the feeder reads ids only then) */
@@ -115,13 +118,20 @@ export class StoredIndex {
     return this.byId.size + this.waiting;
   }
 
+  /** open sinks that publish their node and kind themselves (hold its lease) */
+  get holders(): number {
+    return this.registered - this.waiting;
+  }
+
   register(key: string, sink: JetStreamSink): void {
     this.sinks.set(key, sink);
+    this.registered++;
     this.waiting++;
   }
 
   unregister(key: string, sink: JetStreamSink, holding: boolean): void {
     if (this.sinks.get(key) === sink) this.sinks.delete(key);
+    this.registered--;
     if (!holding) this.waiting--;
   }
 
@@ -151,8 +161,6 @@ export interface PublisherOptions {
   router: () => AckRouter | undefined;
   leases: () => KV | undefined;
   index: StoredIndex;
-  /** every open sink of the replica (for the publishing gauge) */
-  live: Set<JetStreamSink>;
   /** holders letting their lease go after a close: shutdown waits for them */
   closing: Set<Promise<void>>;
   tallies: (kind: Kind) => PublishTallies;
@@ -191,6 +199,8 @@ export class JetStreamSink implements EventSink {
   /** ids the feeder reported stored before this replica read them (at most maxPending) */
   private readonly ahead = new Set<string>();
   private readonly indexKey: string;
+  /** letGo waits for what is in flight */
+  private readonly drainWaiters = new Set<() => void>();
   /** a lease operation in flight (one at a time) */
   private busy = false;
   private failed = false;
@@ -221,7 +231,6 @@ export class JetStreamSink implements EventSink {
     const kv = opts.leases();
     this.lease = kv ? new LeaseKey(kv, leaseKey(node, kind)) : undefined;
     this.log = opts.logger.child({ node, kind });
-    opts.live.add(this);
     this.indexKey = `${node}/${kind}`;
     opts.index.register(this.indexKey, this);
   }
@@ -308,8 +317,7 @@ export class JetStreamSink implements EventSink {
 
   private markStored(i: number): void {
     const entry = this.queue[i]!;
-    this.unsend(entry);
-    entry.state = 'stored';
+    this.settled(entry);
     this.lastSeen = entry;
     this.seenAny = true;
     // Earlier events not seen stored: the holder is re-sending them (a NATS server died with
@@ -331,8 +339,7 @@ export class JetStreamSink implements EventSink {
     for (let j = this.head; j < this.queue.length && this.queue[j] !== last; j++) {
       const e = this.queue[j]!;
       if (e.state === 'stored') continue;
-      this.unsend(e);
-      e.state = 'stored';
+      this.settled(e);
       gap++;
     }
     if (gap > 0) {
@@ -343,17 +350,21 @@ export class JetStreamSink implements EventSink {
     this.reconsider();
   }
 
-  /** An entry leaves the in-flight set without its ack (stored seen elsewhere, or given up). */
-  private unsend(e: Entry): void {
-    if (e.state !== 'sent') return;
-    this.opts.router()?.forget(e.n);
-    this.inFlight--;
+  /** Done with an entry without its ack (seen stored, swept or shed): out of flight, forgettable. */
+  private settled(e: Entry): void {
+    if (e.state === 'sent') {
+      this.opts.router()?.forget(e.n);
+      this.inFlight--;
+      this.landed();
+    }
+    e.state = 'stored';
   }
 
   /** Called by the AckRouter. */
   acked(entry: Entry, body: PubAckBody): void {
     if (entry.state !== 'sent') return;
     this.inFlight--;
+    this.landed();
     if (body.error) {
       entry.state = 'unsent';
       this.tallies.failures.n++;
@@ -377,7 +388,6 @@ export class JetStreamSink implements EventSink {
     if (this.closed) return;
     const held = this.role !== 'standby';
     this.closed = true;
-    this.opts.live.delete(this);
     this.opts.index.unregister(this.indexKey, this, this.role === 'holding');
     this.ahead.clear();
     clearInterval(this.tick);
@@ -563,14 +573,33 @@ export class JetStreamSink implements EventSink {
     this.log.debug({ why }, 'letting the lease go');
     if (wasHolding && !this.failed) {
       for (let i = this.head; i < this.queue.length && !this.failed; i++) if (this.queue[i]!.state === 'unsent') this.send(this.queue[i]!);
-      const deadline = performance.now() + this.opts.ackTimeoutMs;
-      while (this.inFlight > 0 && performance.now() < deadline) await new Promise((resolve) => setTimeout(resolve, 20).unref());
+      await this.drained(this.opts.ackTimeoutMs);
     }
     if (this.closed) this.drop(true);
     await this.lease?.release(revision).catch(() => undefined);
   }
 
   // ---- publishing ----
+
+  /** Resolves once nothing is in flight, or after `ms`. */
+  private drained(ms: number): Promise<void> {
+    if (this.inFlight === 0) return Promise.resolve();
+    return new Promise((resolve) => {
+      const done = () => {
+        clearTimeout(timer);
+        this.drainWaiters.delete(done);
+        resolve();
+      };
+      const timer = setTimeout(done, ms);
+      timer.unref();
+      this.drainWaiters.add(done);
+    });
+  }
+
+  /** After the in-flight count went down. */
+  private landed(): void {
+    if (this.inFlight === 0) for (const done of this.drainWaiters) done();
+  }
 
   private sendAll(): void {
     for (let i = this.head; i < this.queue.length && !this.failed && this.role === 'holding'; i++) {
@@ -621,6 +650,7 @@ export class JetStreamSink implements EventSink {
       }
       // the count follows the queue, whatever path an entry took out of flight
       this.inFlight = sent;
+      this.landed();
       if (late > 0) {
         this.tallies.failures.n += late;
         this.fail(new Error(`no publish ack within ${this.opts.ackTimeoutMs} ms`));
@@ -702,8 +732,7 @@ export class JetStreamSink implements EventSink {
         let shed = 0;
         while (this.pending * 2 > maxPending || this.bytes * 2 > maxPendingBytes) {
           const e = this.queue[this.head]!;
-          this.unsend(e);
-          e.state = 'stored';
+          this.settled(e);
           this.advanceOne();
           shed++;
         }

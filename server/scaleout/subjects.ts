@@ -24,13 +24,18 @@ export function kindFilter(kind: Kind): string {
 export const STREAM_SUBJECTS = [`${SUBJECT_PREFIX}.*.*`];
 
 /** KV bucket names allow [A-Za-z0-9_-] */
+function bucketOf(stream: string, what: string): string {
+  return `${stream.replace(/[^A-Za-z0-9_-]/g, '_')}_${what}`;
+}
+
+/** who is alive (membership.ts) */
 export function membersBucket(stream: string): string {
-  return `${stream.replace(/[^A-Za-z0-9_-]/g, '_')}_relays`;
+  return bucketOf(stream, 'relays');
 }
 
 /** who publishes which node and kind (lease.ts) */
 export function leasesBucket(stream: string): string {
-  return `${stream.replace(/[^A-Za-z0-9_-]/g, '_')}_leases`;
+  return bucketOf(stream, 'leases');
 }
 
 /** KV keys allow [-/_=.A-Za-z0-9] */
