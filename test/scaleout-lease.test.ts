@@ -8,6 +8,7 @@ import { startNats, type NatsCluster } from '../harness/nats-server.js';
 import { eventually } from '../harness/eventually.js';
 import { connectEngine, type Engine } from '../server/scaleout/engine.js';
 import { AckRouter, JetStreamSink, StoredIndex } from '../server/scaleout/publisher.js';
+import { leaseKey } from '../server/scaleout/lease.js';
 import { subjectFor } from '../server/scaleout/subjects.js';
 import { createLogger } from '../server/logger.js';
 import type { Tally } from '../server/metrics.js';
@@ -29,7 +30,7 @@ interface Replica {
   feed(): Promise<void>;
 }
 
-async function replica(cluster: NatsCluster, name: string, maxPending = 1024): Promise<Replica> {
+async function replica(cluster: NatsCluster, name: string, maxPending = 1024, tickMs = LEASE_TTL_MS / 4): Promise<Replica> {
   const engine = await connectEngine({
     servers: [cluster.urls],
     name,
@@ -57,6 +58,7 @@ async function replica(cluster: NatsCluster, name: string, maxPending = 1024): P
     tallies: () => tallies,
     logger: createLogger('silent', true),
     leaseTtlMs: LEASE_TTL_MS,
+    tickMs,
     settleMs: LEASE_TTL_MS / 4 + 300,
     maxPending,
     maxPendingBytes: 1024 * 1024,
@@ -91,10 +93,10 @@ async function storedTexts(engine: Engine): Promise<string[]> {
 }
 
 /** A NATS server and two replicas reading the same node (the second with its own bound). */
-async function twoReplicas(first: string, second: string, secondMaxPending?: number): Promise<[Replica, Replica]> {
+async function twoReplicas(first: string, second: string, secondMaxPending?: number, tickMs?: number): Promise<[Replica, Replica]> {
   const cluster = await startNats(1);
   cleanups.push(() => cluster.close());
-  return [await replica(cluster, first), await replica(cluster, second, secondMaxPending)];
+  return [await replica(cluster, first, undefined, tickMs), await replica(cluster, second, secondMaxPending, tickMs)];
 }
 
 /** A replica's session begins with `seq`, and it takes the lease and publishes. */
@@ -109,6 +111,22 @@ async function storedCount(engine: Engine, n: number, timeoutMs = 10_000): Promi
 }
 
 const texts = (seqs: number[]) => seqs.map((s) => event(s).toString());
+
+/**
+ * The early reader reads `earlySeqs` and takes the lease; the key then goes as if it had
+ * expired while the early reader's refreshes got no answer (a NATS server died), and the
+ * late reader, whose session begins with the node's `lateFirst`, takes it and settles.
+ */
+async function leaseExpiresToLaterReader(early: Replica, late: Replica, earlySeqs: number[], lateFirst: number): Promise<void> {
+  early.sink.sessionStarted();
+  for (const seq of earlySeqs) early.sink.publish(event(seq));
+  await eventually(() => early.sink.state === 'settling', 5000, 'the early reader to take the lease');
+  await new Promise((r) => setTimeout(r, 200));
+  await early.engine.leases.purge(leaseKey(NODE, 'alert'));
+  late.sink.sessionStarted();
+  late.sink.publish(event(lateFirst));
+  await eventually(() => late.sink.state === 'settling', 5000, 'the late reader to take the lease');
+}
 
 describe('one publisher per node and kind (the lease)', () => {
   it('lets a standby that began reading earlier take the lease over from a holder that began later, so its earlier events are stored first', async () => {
@@ -132,6 +150,37 @@ describe('one publisher per node and kind (the lease)', () => {
     await late.feed();
     expect(late.sink.pending, 'the late reader forgets what it saw stored').toBe(0);
     expect(late.tallies.gap.n).toBe(0);
+  });
+
+  it('has a settling replica whose lease expired unrefreshed and went to a later reader take it back at once, so its earlier events are stored first', async () => {
+    // no tick in the test's few seconds: only the look that follows the failed refresh can save events 1 and 2
+    const [early, late] = await twoReplicas('early', 'late', undefined, 60_000);
+    await leaseExpiresToLaterReader(early, late, [1, 2, 3], 3);
+    for (const seq of [4, 5]) {
+      early.sink.publish(event(seq));
+      late.sink.publish(event(seq));
+    }
+
+    await storedCount(early.engine, 5);
+    expect(await storedTexts(early.engine)).toEqual(texts([1, 2, 3, 4, 5]));
+    await late.feed();
+    expect(late.sink.pending, 'the late reader forgets what it saw stored').toBe(0);
+    expect(early.tallies.gap.n + late.tallies.gap.n).toBe(0);
+  });
+
+  it('has a replica whose full buffer stops short of a later reader\'s first event take the lease over by the clock, so its earlier events are stored first', async () => {
+    // the early reader holds at most 4 events: it never reads the late reader's first (the 7th)
+    const [late, early] = await twoReplicas('late', 'early', 4, 60_000);
+    await leaseExpiresToLaterReader(early, late, [1, 2, 3, 4], 7);
+    expect(early.sink.paused).toBe(true);
+
+    await storedCount(early.engine, 4);
+    for (const seq of [5, 6, 7]) early.sink.publish(event(seq));
+    late.sink.publish(event(8));
+    early.sink.publish(event(8));
+    await storedCount(early.engine, 8);
+    expect(await storedTexts(early.engine)).toEqual(texts([1, 2, 3, 4, 5, 6, 7, 8]));
+    expect(early.tallies.gap.n + early.tallies.shed.n).toBe(0);
   });
 
   it('has a standby publish, after the holder stops refreshing, every event it has not seen stored, after the stored ones', async () => {

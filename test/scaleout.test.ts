@@ -75,14 +75,64 @@ async function fakeNodes(ports: number[], opts: { rate: number; count: number })
   return nodes;
 }
 
-/** The seq numbers a consumer got from one node, in arrival order. */
+/**
+ * The seq numbers a consumer got from one node, in arrival order. Decoded once per event
+ * (polling re-decoded thousands of events every 100 ms and starved the test's own reading).
+ */
+const bySource = new WeakMap<RawWatch, { decoded: number; seqs: Map<string, number[]> }>();
 function seqsFrom(w: RawWatch, node: FakeNode): number[] {
-  return w.events
-    .filter((b) => decodeEvent(w.kind, b).HostName === node.nodeName)
-    .map((b) => eventMetaFromBytes(w.kind, b)!.seq);
+  let index = bySource.get(w);
+  if (!index) bySource.set(w, (index = { decoded: 0, seqs: new Map() }));
+  for (; index.decoded < w.events.length; index.decoded++) {
+    const b = w.events[index.decoded]!;
+    const host = String(decodeEvent(w.kind, b).HostName);
+    let list = index.seqs.get(host);
+    if (!list) index.seqs.set(host, (list = []));
+    list.push(eventMetaFromBytes(w.kind, b)!.seq);
+  }
+  return index.seqs.get(node.nodeName) ?? [];
 }
 
 const upTo = (n: number) => Array.from({ length: n }, (_, i) => i + 1);
+
+/**
+ * Waits until each consumer has `count` events of every kind from each of `nodes`, for as
+ * long as events keep arriving: a slow machine passes, a delivery that stops short fails
+ * once nothing new has come for `stallMs`, saying what is missing and what the relays counted.
+ */
+async function allDelivered(consumers: Record<Kind, RawWatch>[], nodes: FakeNode[], relaysAlive: RelayProcess[], count: number, context: string, stallMs = 30_000): Promise<void> {
+  const total = () => consumers.reduce((sum, c) => sum + KINDS.reduce((s, k) => s + c[k.kind].events.length, 0), 0);
+  const complete = () => consumers.every((c) => KINDS.every((k) => nodes.every((n) => seqsFrom(c[k.kind], n).length >= count)));
+  let seen = total();
+  let movedAt = Date.now();
+  while (!complete()) {
+    if (Date.now() - movedAt > stallMs) throw new Error(`no event for ${stallMs} ms before every consumer had ${count} of each node's events\n${await deliveryReport(consumers, nodes, relaysAlive, count, context)}`);
+    await new Promise((r) => setTimeout(r, 200));
+    const now = total();
+    if (now !== seen) (seen = now), (movedAt = Date.now());
+  }
+}
+
+/** What each consumer lacks of each node's events, and the relays' drop and NATS counters. */
+async function deliveryReport(consumers: Record<Kind, RawWatch>[], nodes: FakeNode[], relaysAlive: RelayProcess[], count: number, context: string): Promise<string> {
+  const out: string[] = [`${context}; nodes sent ${nodes.map((n) => `${n.nodeName} ${JSON.stringify(n.sent)}`).join(', ')}`];
+  for (const [i, c] of consumers.entries()) {
+    for (const k of KINDS) {
+      for (const n of nodes) {
+        const seqs = seqsFrom(c[k.kind], n);
+        const got = new Set(seqs);
+        const missing = upTo(count).filter((q) => !got.has(q));
+        if (missing.length === 0 && seqs.length === count) continue;
+        out.push(`consumer ${i} ${k.kind} ${n.nodeName}: ${seqs.length} received, ${got.size} distinct, missing ${missing.length}: ${missing.slice(0, 20).join(',')}…${missing.slice(-5).join(',')}`);
+      }
+    }
+  }
+  for (const r of relaysAlive) {
+    const text = await r.metrics().catch((err: Error) => `(no metrics: ${err.message})`);
+    out.push(`metrics ${r.target}: ${text.split('\n').filter((l) => /nats_|dropped|scaleout_/.test(l) && !l.startsWith('#')).join(' | ')}`);
+  }
+  return out.join('\n');
+}
 
 /** Every event exactly once, in the node's order. */
 function expectOnceInOrder(seqs: number[], count: number, what: string): void {
@@ -159,40 +209,22 @@ describe('scale-out over NATS JetStream', () => {
 
     for (const k of KINDS) await nodeA!.finished(k.kind);
     const survivorConsumers = consumers.filter((_, i) => all[i] !== victim);
-    onTestFailed(async () => {
-      for (const [i, c] of survivorConsumers.entries()) {
-        const got = new Set(seqsFrom(c.alert, nodeA!));
-        const missing = upTo(count).filter((q) => !got.has(q));
-        process.stderr.write(`what the consumers missed: consumer ${i}: ${got.size} alerts of node-0, missing ${missing.length}: ${missing.slice(0, 20).join(',')}…${missing.slice(-5).join(',')}\n`);
-      }
-      for (const r of survivors) {
-        const text = await r.metrics().catch((err: Error) => `(no metrics: ${err.message})`);
-        process.stderr.write(`metrics: ${text.split('\n').filter((l) => /nats_|not_published|scaleout_/.test(l) && !l.startsWith('#')).join(' | ')}\n`);
-      }
-      process.stderr.write(`node sent ${JSON.stringify(nodeA!.sent)} victim was ${all.indexOf(victim)}\n`);
-    });
-    for (const c of survivorConsumers) {
-      for (const k of KINDS) {
-        await eventually(() => seqsFrom(c[k.kind], nodeA!).length >= count, 20_000, `${count} ${k.kind} events of ${nodeA!.nodeName}`);
-        expectOnceInOrder(seqsFrom(c[k.kind], nodeA!), count, `${k.kind} from ${nodeA!.nodeName}`);
-      }
-    }
-  });
+    await allDelivered(survivorConsumers, [nodeA!], survivors, count, `victim was relay-${all.indexOf(victim)}`);
+    for (const c of survivorConsumers) for (const k of KINDS) expectOnceInOrder(seqsFrom(c[k.kind], nodeA!), count, `${k.kind} from ${nodeA!.nodeName}`);
+  }, 120_000);
 
   it('loses nothing for consumers that keep reading when one of three NATS servers dies during a flood', async () => {
-    const { cluster, ports, consumers } = await relaysReady(3, 2, ['--natsStreamReplicas=3']);
+    const { cluster, ports, all, consumers } = await relaysReady(3, 2, ['--natsStreamReplicas=3']);
     const count = 4000;
     const nodes = await fakeNodes(ports, { rate: 0, count });
     await eventually(() => nodes.every((n) => n.sent.alert > 500), 20_000, 'the flood under way');
     await cluster.servers[0]!.stop('SIGKILL');
 
     for (const n of nodes) for (const k of KINDS) await n.finished(k.kind);
+    await allDelivered(consumers, nodes, all, count, 'nats server 0 killed');
     for (const c of consumers) {
       for (const k of KINDS) {
-        for (const n of nodes) {
-          await eventually(() => seqsFrom(c[k.kind], n).length >= count, 30_000, `${count} ${k.kind} events of ${n.nodeName}`);
-          expect([...seqsFrom(c[k.kind], n)].sort((x, y) => x - y), `${k.kind} from ${n.nodeName}: every event once`).toEqual(upTo(count));
-        }
+        for (const n of nodes) expect([...seqsFrom(c[k.kind], n)].sort((x, y) => x - y), `${k.kind} from ${n.nodeName}: every event once`).toEqual(upTo(count));
       }
     }
   }, 120_000);

@@ -67,7 +67,8 @@ export class Feeder {
 
   private async run(): Promise<void> {
     const { js, stream, kind, channel, delivered, logger, stored } = this.opts;
-    const backoff = new Backoff({ initialMs: 200, maxMs: 5000 });
+    // short: a failed creation most often landed on a dead server, and the next one will not (see index.ts)
+    const backoff = new Backoff({ initialMs: 100, maxMs: 1000 });
     // the last stream sequence read: a new consumer starts right after it
     let cursor = this.opts.startAfter;
     let consumer: Consumer | undefined;

@@ -39,6 +39,11 @@ export interface RelayParts {
 const SINK_LIMITS = { maxPending: 1024, maxPendingBytes: 2 * 1024 * 1024, ackTimeoutMs: 3000 };
 // at most this many events reach the hub after it asks to pause: within its queues' headroom
 const FEED_BATCH = 128;
+// For the feeders' consumer creation. After a server of a cluster dies, nats-server 2.9 keeps
+// placing about half of the new consumers on it for tens of seconds (measured: creations that
+// never answer); with 2 s per attempt instead of the client's 5 s default, a feeder retries
+// soon enough to land on a live server within seconds.
+const FEED_REQUEST_TIMEOUT_MS = 2000;
 
 export class ScaleOut {
   readonly sinkFor: SinkFor;
@@ -78,9 +83,11 @@ export class ScaleOut {
       tallies: (kind: Kind) => this.metrics.publishTallies(kind),
       logger: this.log,
       leaseTtlMs: opts.membershipTtlMs,
-      // every standby ticks (a quarter lease) at least once while a new holder settles: one
-      // that has been waiting for a dead holder's lease to expire, with events the newcomer
-      // never read, takes the lease over instead of losing them
+      // a holder refreshes, and a standby looks for a dead or missing holder, every quarter lease
+      tickMs: Math.max(100, Math.floor(opts.membershipTtlMs / 4)),
+      // every standby ticks at least once while a new holder settles: one that has been
+      // waiting for a dead holder's lease to expire, with events the newcomer never read,
+      // takes the lease over instead of losing them
       settleMs: Math.floor(opts.membershipTtlMs / 4) + 300,
       ...SINK_LIMITS,
     };
@@ -132,7 +139,7 @@ export class ScaleOut {
       await engine.close();
       return;
     }
-    this.js = jetstream(engine.nc);
+    this.js = jetstream(engine.nc, { timeout: FEED_REQUEST_TIMEOUT_MS });
     this.router = new AckRouter(engine.nc);
     void this.watchStatus(engine);
     const startAfter = (await engine.jsm.streams.info(opts.stream)).state.last_seq;

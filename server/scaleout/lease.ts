@@ -15,6 +15,9 @@ export interface LeaseValue {
    *  earlier events than that (it began reading first) may take the lease over while the
    *  holder is still settling, so those events are not lost */
   first: string;
+  /** when (ms since the epoch) the holder read that first event: decides between two
+   *  replicas when the earlier one's bounded buffer stops short of the other's first event */
+  since?: number;
   /** false until the holder's first refresh: only then does it publish */
   settled: boolean;
 }
@@ -31,7 +34,8 @@ function encode(v: LeaseValue): Uint8Array {
 function decode(bytes: Uint8Array): LeaseValue | undefined {
   try {
     const v = JSON.parse(decoder.decode(bytes)) as Partial<LeaseValue>;
-    return typeof v.replica === 'string' && typeof v.first === 'string' ? { replica: v.replica, first: v.first, settled: v.settled === true } : undefined;
+    if (typeof v.replica !== 'string' || typeof v.first !== 'string') return undefined;
+    return { replica: v.replica, first: v.first, settled: v.settled === true, ...(typeof v.since === 'number' ? { since: v.since } : {}) };
   } catch {
     return undefined;
   }

@@ -167,6 +167,8 @@ export interface PublisherOptions {
   logger: Logger;
   /** the lease's life: the KV bucket's max age */
   leaseTtlMs: number;
+  /** how often a holder refreshes its lease and a standby looks at the holder's */
+  tickMs: number;
   /** how long a new holder waits before publishing, so a replica that began reading earlier can take over */
   settleMs: number;
   /** events a sink may keep before it pauses the node's reads */
@@ -186,8 +188,12 @@ export class JetStreamSink implements EventSink {
   private revision = 0;
   private readonly clock: HolderClock;
   private firstId: string | undefined;
+  /** when this session's first event was read (wall clock: compared with other replicas') */
+  private firstAt: number | undefined;
+  /** this session took a lease over on the clock once: never again, so two replicas whose clocks disagree cannot take it from each other for ever */
+  private tookOverByClock = false;
   /** a settling holder whose first event this standby may have read later than earlier ones */
-  private challenge: { first: string; revision: number; until: number } | undefined;
+  private challenge: { first: string; since: number | undefined; revision: number; until: number } | undefined;
   /** the newest entry the feeder reported stored, and since when earlier ones have been waiting */
   private lastSeen: Entry | undefined;
   private behindSince: number | undefined;
@@ -263,10 +269,12 @@ export class JetStreamSink implements EventSink {
   sessionStarted(): void {
     if (this.closed) return;
     this.firstId = undefined;
+    this.firstAt = undefined;
+    this.tookOverByClock = false;
     this.challenge = undefined;
     this.seenAny = false;
     if (!this.tick) {
-      this.tick = setInterval(() => this.onTick(), Math.max(100, Math.floor(this.opts.leaseTtlMs / 4)));
+      this.tick = setInterval(() => this.onTick(), this.opts.tickMs);
       this.tick.unref();
     }
   }
@@ -286,6 +294,7 @@ export class JetStreamSink implements EventSink {
     if (this.role !== 'holding' && !storedAlready) this.opts.index.add(entry.id, this);
     if (this.firstId === undefined) {
       this.firstId = entry.id;
+      this.firstAt = Date.now();
       if (this.role === 'standby') void this.acquire();
     } else if (this.challenge && entry.id === this.challenge.first) {
       void this.takeOver();
@@ -400,7 +409,7 @@ export class JetStreamSink implements EventSink {
   // ---- lease ----
 
   private value(settled: boolean): LeaseValue {
-    return { replica: this.opts.replica, first: this.firstId ?? this.queue[this.head]?.id ?? '', settled };
+    return { replica: this.opts.replica, first: this.firstId ?? this.queue[this.head]?.id ?? '', since: this.firstAt ?? Date.now(), settled };
   }
 
   /** One lease operation at a time; errors (NATS unreachable) leave things as they are until the next tick. */
@@ -417,23 +426,26 @@ export class JetStreamSink implements EventSink {
   }
 
   private acquire(): Promise<void> {
-    return this.leaseOp('taking the lease', async (lease) => {
-      if (this.role !== 'standby' || this.closed) return;
-      const result = await lease.acquire(this.value(false));
-      if (result.held && this.closed) return lease.release(result.revision);
-      if (this.role !== 'standby' || this.closed) return;
-      if (result.held) return this.settle(result.revision);
-      const holder = result.holder;
-      if (holder?.replica === this.opts.replica && result.revision === this.revision) {
-        // still ours as this sink last wrote it (a fenced holder, a refresh whose answer was
-        // lost): refresh it. Not after letting it go, nor a key left by an earlier process.
-        return this.settle(result.revision);
-      }
-      this.observeHolder(result.revision);
-      this.challenge = holder && !holder.settled ? { first: holder.first, revision: result.revision, until: performance.now() + this.opts.settleMs } : undefined;
-      if (this.challenge && this.readBefore(this.challenge.first)) await this.takeOverWith(lease);
-      this.reconsider();
-    });
+    return this.leaseOp('taking the lease', (lease) => this.acquireWith(lease));
+  }
+
+  /** Takes the lease if free; otherwise looks at its holder, and takes it over from one still settling that began reading later. */
+  private async acquireWith(lease: LeaseKey): Promise<void> {
+    if (this.role !== 'standby' || this.closed) return;
+    const result = await lease.acquire(this.value(false));
+    if (result.held && this.closed) return lease.release(result.revision);
+    if (this.role !== 'standby' || this.closed) return;
+    if (result.held) return this.settle(result.revision);
+    const holder = result.holder;
+    if (holder?.replica === this.opts.replica && result.revision === this.revision) {
+      // still ours as this sink last wrote it (a fenced holder, a refresh whose answer was
+      // lost): refresh it. Not after letting it go, nor a key left by an earlier process.
+      return this.settle(result.revision);
+    }
+    this.observeHolder(result.revision);
+    this.challenge = holder && !holder.settled ? { first: holder.first, since: holder.since, revision: result.revision, until: performance.now() + this.opts.settleMs } : undefined;
+    if (this.challenge && this.earlierThan(this.challenge) !== 'no') await this.takeOverWith(lease);
+    this.reconsider();
   }
 
   /** The holder refreshes every quarter lease: two looks in a row at different revisions mean it is alive. */
@@ -443,13 +455,21 @@ export class JetStreamSink implements EventSink {
     this.holderSeen = { revision, at: now };
   }
 
-  /** true when this sink holds, unstored, events the node sent before `id` */
-  private readBefore(id: string): boolean {
+  /**
+   * Whether this sink holds unstored events the node sent before a settling holder's first
+   * one: 'read' when it holds that first event after them; 'clock' when its buffer is full
+   * short of it and its session began earlier by the clock (it cannot read on to find out);
+   * otherwise 'no' (it began later, or has not read that far and will see it come).
+   */
+  private earlierThan(c: { first: string; since: number | undefined }): 'read' | 'clock' | 'no' {
     let i = this.head;
-    while (i < this.queue.length && this.queue[i]!.id !== id) i++;
-    if (i === this.queue.length) return false;
-    for (let j = this.head; j < i; j++) if (this.queue[j]!.state !== 'stored') return true;
-    return false;
+    while (i < this.queue.length && this.queue[i]!.id !== c.first) i++;
+    let unstored = false;
+    for (let j = this.head; j < i && !unstored; j++) unstored = this.queue[j]!.state !== 'stored';
+    if (!unstored) return 'no';
+    if (i < this.queue.length) return 'read';
+    const clockSaysEarlier = c.since !== undefined && this.firstAt !== undefined && this.firstAt < c.since;
+    return this.pausedState && clockSaysEarlier && !this.tookOverByClock ? 'clock' : 'no';
   }
 
   private takeOver(): Promise<void> {
@@ -460,10 +480,13 @@ export class JetStreamSink implements EventSink {
   private async takeOverWith(lease: LeaseKey): Promise<void> {
     const c = this.challenge;
     this.challenge = undefined;
-    if (!c || performance.now() > c.until || this.role !== 'standby' || !this.readBefore(c.first)) return;
+    if (!c || performance.now() > c.until || this.role !== 'standby') return;
+    const earlier = this.earlierThan(c);
+    if (earlier === 'no') return;
     try {
       const revision = await lease.update(this.value(false), c.revision);
-      this.log.info('took the lease over from a replica that began reading this node later');
+      if (earlier === 'clock') this.tookOverByClock = true;
+      this.log.info({ by: earlier }, 'took the lease over from a replica that began reading this node later');
       this.settle(revision);
     } catch (err) {
       if (!isConflict(err)) throw err;
@@ -495,6 +518,10 @@ export class JetStreamSink implements EventSink {
         this.log.info({ was: this.role }, 'another replica holds the lease now');
         this.toStandby();
         this.settleDone();
+        // The key expired while this replica's refreshes got no answer (a NATS server died)
+        // and another took it: if that one began reading later, it is still settling now,
+        // and this replica's earlier events are lost unless it takes over before the next tick.
+        await this.acquireWith(lease);
         return;
       }
       if ((this.role as Role) === 'standby') {
