@@ -33,6 +33,11 @@ export const HEADER_NODE = 'KubeArmor-Node';
 export const HEADER_KIND = 'KubeArmor-Kind';
 const HEADER_MSG_ID = 'Nats-Msg-Id';
 
+/** A performance.now() reading as wall-clock milliseconds, to compare with other replicas'. */
+function wallClock(at: number): number {
+  return Date.now() - (performance.now() - at);
+}
+
 /** node + kind + a hash of the bytes: the replicas reading one node agree on it without talking. */
 export function messageId(node: string, kind: Kind, bytes: Uint8Array): string {
   return `${node}/${kind}/${createHash('sha256').update(bytes).digest('base64url')}`;
@@ -190,7 +195,8 @@ export class JetStreamSink implements EventSink {
   private firstId: string | undefined;
   /** when this session's first event was read (wall clock: compared with other replicas') */
   private firstAt: number | undefined;
-  /** this session took a lease over on the clock once: never again, so two replicas whose clocks disagree cannot take it from each other for ever */
+  /** took a lease over on the clock since a lease last settled: not again until one does, so a
+   *  wrong call (clocks that disagree) and the exact rule correcting it cannot alternate for ever */
   private tookOverByClock = false;
   /** a settling holder whose first event this standby may have read later than earlier ones */
   private challenge: { first: string; since: number | undefined; revision: number; until: number } | undefined;
@@ -409,7 +415,10 @@ export class JetStreamSink implements EventSink {
   // ---- lease ----
 
   private value(settled: boolean): LeaseValue {
-    return { replica: this.opts.replica, first: this.firstId ?? this.queue[this.head]?.id ?? '', since: this.firstAt ?? Date.now(), settled };
+    const head = this.queue[this.head];
+    if (this.firstId !== undefined) return { replica: this.opts.replica, first: this.firstId, since: this.firstAt, settled };
+    // no event yet in this session: what it still holds from the last one
+    return { replica: this.opts.replica, first: head?.id ?? '', since: head ? wallClock(head.at) : Date.now(), settled };
   }
 
   /** One lease operation at a time; errors (NATS unreachable) leave things as they are until the next tick. */
@@ -443,6 +452,7 @@ export class JetStreamSink implements EventSink {
       return this.settle(result.revision);
     }
     this.observeHolder(result.revision);
+    if (holder?.settled) this.tookOverByClock = false;
     this.challenge = holder && !holder.settled ? { first: holder.first, since: holder.since, revision: result.revision, until: performance.now() + this.opts.settleMs } : undefined;
     if (this.challenge && this.earlierThan(this.challenge) !== 'no') await this.takeOverWith(lease);
     this.reconsider();
@@ -468,7 +478,8 @@ export class JetStreamSink implements EventSink {
     for (let j = this.head; j < i && !unstored; j++) unstored = this.queue[j]!.state !== 'stored';
     if (!unstored) return 'no';
     if (i < this.queue.length) return 'read';
-    const clockSaysEarlier = c.since !== undefined && this.firstAt !== undefined && this.firstAt < c.since;
+    // the oldest event it still holds, not its session's first: it may have shed or swept past that
+    const clockSaysEarlier = c.since !== undefined && wallClock(this.queue[this.head]!.at) < c.since;
     return this.pausedState && clockSaysEarlier && !this.tookOverByClock ? 'clock' : 'no';
   }
 
@@ -515,9 +526,12 @@ export class JetStreamSink implements EventSink {
         revision = await lease.update(this.value(true), this.revision);
       } catch (err) {
         if (!isConflict(err)) throw err;
-        this.log.info({ was: this.role }, 'another replica holds the lease now');
+        const was = this.role;
+        this.log.info({ was }, 'another replica holds the lease now');
         this.toStandby();
         this.settleDone();
+        // let go (session ended, close) while the refresh was out: nothing to take back
+        if ((was as Role) === 'standby') return;
         // The key expired while this replica's refreshes got no answer (a NATS server died)
         // and another took it: if that one began reading later, it is still settling now,
         // and this replica's earlier events are lost unless it takes over before the next tick.
@@ -536,6 +550,7 @@ export class JetStreamSink implements EventSink {
         // event (a previous holder's publishes lost with a NATS server): late rather than lost.
         this.behindSince = undefined;
         this.setRole('holding');
+        this.tookOverByClock = false;
         this.log.debug({ pending: this.pending }, 'holding the lease: publishing this node');
         this.sendAll();
       }
