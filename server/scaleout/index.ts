@@ -74,6 +74,8 @@ export class ScaleOut {
       liveReplicas: () => this.membership?.replicas.length ?? 0,
       holding: () => this.stored.holders,
     });
+    // a holder refreshes, and a standby looks for a dead or missing holder, every quarter lease
+    const tickMs = Math.max(100, Math.floor(opts.membershipTtlMs / 4));
     const sinkOpts = {
       replica: this.key,
       router: () => this.router,
@@ -83,12 +85,11 @@ export class ScaleOut {
       tallies: (kind: Kind) => this.metrics.publishTallies(kind),
       logger: this.log,
       leaseTtlMs: opts.membershipTtlMs,
-      // a holder refreshes, and a standby looks for a dead or missing holder, every quarter lease
-      tickMs: Math.max(100, Math.floor(opts.membershipTtlMs / 4)),
+      tickMs,
       // every standby ticks at least once while a new holder settles: one that has been
       // waiting for a dead holder's lease to expire, with events the newcomer never read,
       // takes the lease over instead of losing them
-      settleMs: Math.floor(opts.membershipTtlMs / 4) + 300,
+      settleMs: tickMs + 300,
       ...SINK_LIMITS,
     };
     this.sinkFor = (node, kind) => new JetStreamSink(node, kind, sinkOpts);

@@ -110,9 +110,9 @@ export class AckRouter {
   }
 }
 
-/** Ids of the events standbys keep; the feeder reports the ones it sees stored. */
+/** The events standbys keep, by id; the feeder reports the ones it sees stored. */
 export class StoredIndex {
-  private readonly byId = new Map<string, JetStreamSink>();
+  private readonly byId = new Map<string, Entry>();
   /** `<node>/<kind>` (a message id up to its hash) -> the sink reading it */
   private readonly sinks = new Map<string, JetStreamSink>();
   private registered = 0;
@@ -145,17 +145,17 @@ export class StoredIndex {
     this.waiting += holding ? -1 : 1;
   }
 
-  add(id: string, sink: JetStreamSink): void {
-    this.byId.set(id, sink);
+  add(entry: Entry): void {
+    this.byId.set(entry.id, entry);
   }
 
-  remove(id: string): void {
-    this.byId.delete(id);
+  remove(entry: Entry): void {
+    if (this.byId.get(entry.id) === entry) this.byId.delete(entry.id);
   }
 
   stored(id: string): void {
-    const sink = this.byId.get(id);
-    if (sink) return sink.storedElsewhere(id);
+    const entry = this.byId.get(id);
+    if (entry) return entry.sink.storedElsewhere(entry);
     // stored before this replica read it (its reads lag, or were paused): it will come
     this.sinks.get(id.slice(0, id.lastIndexOf('/')))?.storedAhead(id);
   }
@@ -297,7 +297,7 @@ export class JetStreamSink implements EventSink {
     this.bytes += bytes.length;
     // only what a replica keeps without publishing it waits for the feeder's word
     const storedAlready = this.role !== 'holding' && this.ahead.delete(entry.id);
-    if (this.role !== 'holding' && !storedAlready) this.opts.index.add(entry.id, this);
+    if (this.role !== 'holding' && !storedAlready) this.opts.index.add(entry);
     if (this.firstId === undefined) {
       this.firstId = entry.id;
       this.firstAt = Date.now();
@@ -309,17 +309,14 @@ export class JetStreamSink implements EventSink {
       if (this.clock.expired()) this.fence();
       else if (!this.failed) this.send(entry);
     }
-    if (storedAlready) return this.markStored(this.queue.length - 1);
+    if (storedAlready) return this.markStored(entry);
     this.reconsider();
   }
 
   /** The feeder saw one of this sink's events stored: by the holder (or, holding, by ourselves). */
-  storedElsewhere(id: string): void {
+  storedElsewhere(entry: Entry): void {
     // a holder learns what it stored from the acks
-    if (this.role === 'holding') return;
-    let i = this.head;
-    while (i < this.queue.length && this.queue[i]!.id !== id) i++;
-    if (i < this.queue.length) this.markStored(i);
+    if (this.role !== 'holding') this.markStored(entry);
   }
 
   /** The feeder saw one of this node's events stored that this replica has not read yet. */
@@ -330,14 +327,13 @@ export class JetStreamSink implements EventSink {
     if (this.ahead.size > this.opts.maxPending) this.ahead.delete(this.ahead.values().next().value!);
   }
 
-  private markStored(i: number): void {
-    const entry = this.queue[i]!;
+  private markStored(entry: Entry): void {
     this.settled(entry);
     this.lastSeen = entry;
     this.seenAny = true;
     // Earlier events not seen stored: the holder is re-sending them (a NATS server died with
     // them in flight), or it began reading after them. The next ticks tell which.
-    if (i > this.head && this.behindSince === undefined) this.behindSince = performance.now();
+    if (entry !== this.queue[this.head] && this.behindSince === undefined) this.behindSince = performance.now();
     this.advance();
     this.reconsider();
   }
@@ -415,9 +411,9 @@ export class JetStreamSink implements EventSink {
   // ---- lease ----
 
   private value(settled: boolean): LeaseValue {
-    const head = this.queue[this.head];
     if (this.firstId !== undefined) return { replica: this.opts.replica, first: this.firstId, since: this.firstAt, settled };
     // no event yet in this session: what it still holds from the last one
+    const head = this.queue[this.head];
     return { replica: this.opts.replica, first: head?.id ?? '', since: head ? wallClock(head.at) : Date.now(), settled };
   }
 
@@ -579,11 +575,9 @@ export class JetStreamSink implements EventSink {
     // Only while a holder keeps refreshing: it will re-send what it lost, or it began after
     // those events. Otherwise they are this replica's to publish if it takes over.
     if (this.behindSince !== undefined && this.holderMoving && performance.now() - this.behindSince >= this.opts.ackTimeoutMs + this.opts.leaseTtlMs / 2) this.sweepGap();
-    {
-      // an event nobody stored for a tick: the holder is gone, or there is none
-      const oldest = this.queue[this.head];
-      if (oldest && performance.now() - oldest.at >= this.opts.leaseTtlMs / 4) void this.acquire();
-    }
+    // an event nobody stored for a tick: the holder is gone, or there is none
+    const oldest = this.queue[this.head];
+    if (oldest && performance.now() - oldest.at >= this.opts.leaseTtlMs / 4) void this.acquire();
   }
 
   /** No refresh for half the lease: stop publishing before anybody else may hold it. */
@@ -600,7 +594,7 @@ export class JetStreamSink implements EventSink {
 
   /** A holder learns what got stored from its acks; from here on the feeder tells this sink. */
   private toStandby(): void {
-    if (this.role === 'holding') for (let i = this.head; i < this.queue.length; i++) this.opts.index.add(this.queue[i]!.id, this);
+    if (this.role === 'holding') for (let i = this.head; i < this.queue.length; i++) this.opts.index.add(this.queue[i]!);
     this.setRole('standby');
   }
 
@@ -737,7 +731,7 @@ export class JetStreamSink implements EventSink {
       this.behindSince = undefined;
     }
     this.bytes -= e.bytes.length;
-    this.opts.index.remove(e.id);
+    this.opts.index.remove(e);
     this.head++;
   }
 
@@ -746,7 +740,7 @@ export class JetStreamSink implements EventSink {
     let unstored = 0;
     for (let i = this.head; i < this.queue.length; i++) {
       const e = this.queue[i]!;
-      this.opts.index.remove(e.id);
+      this.opts.index.remove(e);
       if (e.state === 'sent') this.opts.router()?.forget(e.n);
       if (e.state !== 'stored') unstored++;
     }
